@@ -1,0 +1,132 @@
+"""Arrays and devices: the one place that decides between NumPy (CPU) and CuPy (GPU).
+
+Every kernel starts with ``xp = get_array_module(x)`` and then writes ``xp.exp``, ``xp.matmul``...
+so the same line of code runs on either device. CuPy is imported lazily, only when a GPU is asked
+for or a CuPy array is seen, so ``import minicct`` stays fast and works without CuPy installed.
+
+Devices are the strings ``"cpu"`` and ``"gpu"``. The default comes from the ``MINICCT_DEVICE``
+environment variable (``cpu`` when unset).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+DEVICES = ("cpu", "gpu")
+
+CUPY_INSTALL_HINT = (
+    "minicct runs on a GPU through CuPy. Install the wheel that matches your CUDA driver, e.g. "
+    "`pip install cupy-cuda12x` (CUDA 12) or `pip install cupy-cuda13x` (CUDA 13); see "
+    "requirements-gpu.txt. Without a GPU, use device='cpu'."
+)
+
+
+class DeviceError(RuntimeError):
+    """A tensor is on the wrong device, or the GPU cannot be used."""
+
+
+_cupy = None  # the imported module once a GPU has been asked for
+
+
+def _import_cupy():
+    """Import CuPy and check a GPU is really there; raise one clear DeviceError otherwise."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as e:  # not installed, or installed for the wrong CUDA
+        raise DeviceError(f"device 'gpu' needs CuPy, which could not be imported ({e}). "
+                          + CUPY_INSTALL_HINT) from None
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CuPy present but no driver / no device
+        raise DeviceError(f"CuPy is installed but no usable GPU was found ({e}). "
+                          + CUPY_INSTALL_HINT) from None
+    if n == 0:
+        raise DeviceError("CuPy is installed but reports 0 GPUs. " + CUPY_INSTALL_HINT)
+    _cupy = cupy
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one GPU (never raises)."""
+    try:
+        _import_cupy()
+        return True
+    except DeviceError:
+        return False
+
+
+def check_device(device) -> str:
+    """Normalise a device name ('cpu', 'gpu'; 'cuda' is accepted as 'gpu') or raise ValueError."""
+    if device is None:
+        return default_device()
+    d = str(device).lower()
+    if d.startswith("cuda"):
+        d = "gpu"
+    if d not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'gpu'")
+    return d
+
+
+def default_device() -> str:
+    """The device used when none is given: $MINICCT_DEVICE, else 'cpu'."""
+    env = os.environ.get("MINICCT_DEVICE", "cpu").strip().lower() or "cpu"
+    if env.startswith("cuda"):
+        env = "gpu"
+    if env not in DEVICES:
+        raise ValueError(f"MINICCT_DEVICE={env!r} is not a device: set it to 'cpu' or 'gpu'")
+    return env
+
+
+def xp_for(device) -> object:
+    """The array module (numpy or cupy) for a device name."""
+    return _import_cupy() if check_device(device) == "gpu" else np
+
+
+def is_gpu_array(a) -> bool:
+    """True for a CuPy ndarray (checked without importing CuPy)."""
+    return _cupy is not None and isinstance(a, _cupy.ndarray) or (
+        "cupy" in sys.modules and type(a).__module__.startswith("cupy"))
+
+
+def device_of(a) -> str:
+    """'gpu' for a CuPy array, 'cpu' for anything else."""
+    return "gpu" if is_gpu_array(a) else "cpu"
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever the given arrays belong to (numpy for scalars and lists)."""
+    for a in arrays:
+        if is_gpu_array(a):
+            return _import_cupy()
+    return np
+
+
+def to_device(a, device):
+    """Copy an array to a device (no copy when already there)."""
+    device = check_device(device)
+    if device == "gpu":
+        cp = _import_cupy()
+        return a if isinstance(a, cp.ndarray) else cp.asarray(a)
+    if is_gpu_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host NumPy array for any array (a copy from the GPU, the array itself on the CPU)."""
+    return a.get() if is_gpu_array(a) else np.asarray(a)
+
+
+def scatter_add(target, index, values) -> None:
+    """``target[index] += values`` where repeated indices add up (np.add.at on the CPU,
+    cupyx.scatter_add on the GPU). Only for indexing backward, not for hot kernels."""
+    if is_gpu_array(target):
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
