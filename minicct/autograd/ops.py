@@ -11,8 +11,8 @@ from minicct import backend
 from minicct.autograd.function import Function
 
 
-def _xp(a):
-    return backend.get_array_module(a)
+def _xp(*arrays):
+    return backend.get_array_module(*arrays)
 
 
 # ---- arithmetic --------------------------------------------------------------------------------
@@ -128,10 +128,10 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = gy
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = g2 @ xp.swapaxes(b2, -1, -2)
