@@ -1,0 +1,177 @@
+"""Datasets: whole splits held in memory as uint8 arrays.
+
+Every dataset here is small enough to hold in RAM (CIFAR-10's 50,000 training images are 150 MB), so
+a dataset is simply two arrays plus a little metadata:
+
+    images  (N, H, W, 3) uint8, RGB, HWC
+    labels  (N,)         int64, class indices 0..C-1
+    classes [C names]
+    mean, std            per-channel RGB statistics in [0, 1], used by ``Normalize``
+
+``get_dataset(name_or_path)`` returns both splits as ``Splits(train, test)``:
+
+    train, test = get_dataset("cifar10")            # downloads to data/ once
+    train, test = get_dataset("shapes")             # offline synthetic data, generated in ~1 s
+    train, test = get_dataset("path/to/folder", img_size=64)   # root/train/<class>/*, root/test/<class>/*
+
+Anything that goes wrong with the data (no network, a bad checksum, a truncated file) raises one
+``DatasetError`` whose message says which file is at fault and what to do; the training command prints
+that message without a traceback.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+
+class DatasetError(RuntimeError):
+    """The data could not be found, fetched or read. The message says where and how to fix it."""
+
+
+@dataclass
+class ImageDataset:
+    """One split: ``images`` (N, H, W, 3) uint8 and ``labels`` (N,) int64, plus class names and stats."""
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list
+    mean: tuple
+    std: tuple
+    name: str = ""
+    source: str = field(default="", repr=False)  # where it was read from, for messages
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be (N, H, W, 3) uint8, got {self.images.shape} {self.images.dtype}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels must be ({len(self.images)},), got {self.labels.shape}")
+        self.labels = self.labels.astype(np.int64, copy=False)
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    @property
+    def img_size(self):
+        return self.images.shape[1]
+
+    def __repr__(self):
+        return (f"ImageDataset({self.name!r}, images={self.images.shape}, classes={self.num_classes}, "
+                f"mean={tuple(round(m, 4) for m in self.mean)}, std={tuple(round(s, 4) for s in self.std)})")
+
+
+class Splits(NamedTuple):
+    """``train, test = get_dataset(...)``; ``test`` shares ``train``'s mean and std."""
+    train: ImageDataset
+    test: ImageDataset
+
+
+def channel_stats(images: np.ndarray, chunk: int = 4096):
+    """Per-channel mean and std in [0, 1] of images (N, H, W, 3) uint8, in chunks to bound memory."""
+    n_px = images.shape[0] * images.shape[1] * images.shape[2]
+    s = np.zeros(3, np.float64)
+    s2 = np.zeros(3, np.float64)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].reshape(-1, 3).astype(np.float64)
+        s += x.sum(0)
+        s2 += (x * x).sum(0)
+    mean = s / n_px
+    std = np.sqrt(np.maximum(s2 / n_px - mean ** 2, 0.0))
+    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in std / 255.0)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, size, size, 3) uint8, bicubic; a no-op when already that size."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    from PIL import Image
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
+    return out
+
+
+def default_data_dir() -> Path:
+    """``$MINICCT_DATA_DIR`` if set, else ``data/`` at the repository root."""
+    env = os.environ.get("MINICCT_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+DATASET_NAMES = ("cifar10", "cifar100", "shapes")
+
+
+def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, download: bool = True,
+                **kwargs) -> Splits:
+    """Both splits of a dataset by name or folder path.
+
+    name_or_path: 'cifar10', 'cifar100', 'shapes', or a path to an ImageFolder root
+        (``root/train/<class>/*`` and ``root/test/<class>/*`` or ``root/val/<class>/*``).
+    data_dir: where CIFAR archives live (default: ``data/`` at the repo root, or ``$MINICCT_DATA_DIR``).
+    img_size: side of the square images returned (CIFAR and shapes: 32 unless given; ImageFolder: required
+        unless all its images already share one square size).
+    download: CIFAR only; False raises DatasetError instead of fetching.
+    kwargs: passed on (shapes: ``n_train``, ``n_test``, ``seed``, ``num_classes``).
+    Returns Splits(train, test) of ImageDataset.
+    """
+    key = str(name_or_path).lower()
+    if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
+        from minicct.data.cifar import load_cifar
+        splits = load_cifar(key.replace("-", ""), data_dir=data_dir, download=download)
+        if img_size is not None and img_size != splits.train.img_size:
+            for ds in splits:
+                ds.images = resize_images(ds.images, img_size)
+        return splits
+    if key == "shapes":
+        from minicct.data.shapes import make_shapes
+        return make_shapes(img_size=img_size or 32, **kwargs)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        from minicct.data.imagefolder import load_image_folder
+        return load_image_folder(path, img_size=img_size)
+    raise DatasetError(f"unknown dataset {name_or_path!r}: expected one of {', '.join(DATASET_NAMES)} "
+                       f"or the path of an image folder (root/train/<class>/*.jpg, root/test/<class>/*.jpg); "
+                       f"{str(path.resolve())!r} is not a directory")
+
+
+# --- reading pickles without trusting them ------------------------------------------------------
+# A pickle can run any code while it loads. The CIFAR batches only ever need to rebuild numpy arrays
+# (and, in protocol-2 files written by Python 3, bytes via _codecs.encode), so everything else is refused.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not part of a CIFAR batch)")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            # written by NumPy 1.x; NumPy 2 moved the module (the old name still works but warns)
+            module = "numpy._core." + module[len("numpy.core."):]
+        return super().find_class(module, name)
+
+
+def restricted_pickle_load(path: Path):
+    """Load a pickle that may only contain plain containers, bytes, numbers and numpy arrays."""
+    with open(path, "rb") as f:
+        # encoding='bytes': the official batches were pickled by Python 2, whose str keys become bytes
+        return _RestrictedUnpickler(f, encoding="bytes").load()
+
+
+def check_split_counts(classes: Sequence[str], labels: np.ndarray, where: str):
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise DatasetError(f"{where}: labels run from {labels.min()} to {labels.max()} but there are "
+                           f"{len(classes)} classes; the file is corrupt, delete it and fetch it again")
