@@ -1,0 +1,29 @@
+"""Kernels: each operation as a pair of plain array functions, forward and backward.
+
+    y, cache = conv2d_forward(x, w, b, stride, padding)
+    gx, gw, gb = conv2d_backward(gy, cache)
+
+No Tensor in sight: these take and return NumPy or CuPy arrays (``xp = get_array_module(x)``
+picks the module). ``minicct.functional`` wraps each pair as an autograd Function.
+
+    conv.py        conv2d (im2col + one GEMM; col2im by kernel offsets)
+    pool.py        max_pool2d (overlapping windows, PyTorch's tie-breaking)
+    norm.py        layer_norm
+    activation.py  relu, gelu (with a hand-written erf), softmax, log_softmax
+    dropout.py     dropout, drop_path, manual_seed
+    attention.py   scaled dot-product attention (one fused backward)
+    loss.py        cross_entropy (class indices or soft targets, label smoothing)
+    linear.py      linear (PyTorch's (out, in) weight layout)
+    cuda.py        CuPy-only fused fast paths, chosen automatically for CuPy arrays
+"""
+from minicct.kernels.conv import conv2d_forward, conv2d_backward, conv_output_size
+from minicct.kernels.pool import max_pool2d_forward, max_pool2d_backward
+from minicct.kernels.norm import layer_norm_forward, layer_norm_backward
+from minicct.kernels.activation import (erf, relu_forward, relu_backward, gelu_forward, gelu_backward,
+                                        softmax_forward, softmax_backward, log_softmax_forward,
+                                        log_softmax_backward)
+from minicct.kernels.dropout import (dropout_forward, dropout_backward, drop_path_forward,
+                                     drop_path_backward, manual_seed)
+from minicct.kernels.attention import sdpa_forward, sdpa_backward
+from minicct.kernels.loss import cross_entropy_forward, cross_entropy_backward
+from minicct.kernels.linear import linear_forward, linear_backward

@@ -1,0 +1,78 @@
+"""Dropout (inverted: survivors are scaled by 1/(1-p) while training, identity at eval time) and
+drop_path (stochastic depth: a whole sample's residual branch is dropped, survivors scaled 1/keep).
+
+Randomness: pass a NumPy ``Generator`` to make one call reproducible, or seed the module's own
+generator with ``manual_seed(seed)``. On CuPy the masks are drawn on the GPU with ``cupy.random``
+(seeded by ``manual_seed`` too), so nothing crosses the bus.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from minicct import backend
+from minicct.backend import get_array_module
+
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator used when no ``generator`` is passed (and CuPy's, once CuPy is in use)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    if backend._cupy is not None:
+        backend._cupy.random.seed(seed)
+
+
+def _uniform(xp, shape, dtype, generator):
+    """Uniform [0, 1) numbers of the given shape, on the device of xp."""
+    if xp is np:
+        return (generator or _rng).random(shape, dtype=dtype)
+    if generator is not None:   # a host Generator asked for: draw there, then copy (reproducible)
+        return xp.asarray(generator.random(shape, dtype=dtype))
+    return xp.random.random_sample(shape, dtype=dtype)
+
+
+def _draw_dtype(x):
+    return np.float64 if x.dtype == np.float64 else np.float32
+
+
+def _check_p(p, name):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}: probability p must be in [0, 1], got {p}")
+
+
+def dropout_forward(x, p=0.5, training=True, generator=None):
+    """x: any shape -> y: shape of x, cache (the scaled mask, or None when nothing is dropped)."""
+    _check_p(p, "dropout")
+    if not training or p == 0.0:
+        return x, None
+    xp = get_array_module(x)
+    if p == 1.0:
+        m = xp.zeros_like(x)
+    else:
+        m = _uniform(xp, x.shape, _draw_dtype(x), generator) >= p    # keep with probability 1 - p
+        m = m.astype(x.dtype)
+        m *= 1.0 / (1.0 - p)
+    return x * m, m
+
+
+def dropout_backward(gy, m):
+    """gy: shape of x -> gx = gy * mask (the same scaled mask as forward)."""
+    return gy if m is None else gy * m
+
+
+def drop_path_forward(x, p=0.0, training=True, generator=None):
+    """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
+    _check_p(p, "drop_path")
+    if not training or p == 0.0:
+        return x, None
+    xp = get_array_module(x)
+    keep = 1.0 - p
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    m = (_uniform(xp, shape, _draw_dtype(x), generator) < keep).astype(x.dtype)
+    if keep > 0:
+        m /= keep
+    return x * m, m
+
+
+drop_path_backward = dropout_backward

@@ -1,0 +1,58 @@
+"""Layer normalisation over the last dimension(s), forward and backward.
+
+    y = (x - mean) / sqrt(var + eps) * w + b       (mean, biased var over the normalised dims)
+"""
+from __future__ import annotations
+
+import math
+
+from minicct.backend import get_array_module
+
+
+def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
+    """x: (..., *normalized_shape); w, b: normalized_shape or None -> y: shape of x, cache."""
+    xp = get_array_module(x)
+    normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
+                        else tuple(int(d) for d in normalized_shape))
+    k = len(normalized_shape)
+    if k == 0 or tuple(x.shape[x.ndim - k:]) != normalized_shape or x.ndim < k:
+        raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must be the trailing "
+                         f"dimensions of the input, whose shape is {tuple(x.shape)}")
+    for name, p in (("weight", w), ("bias", b)):
+        if p is not None and tuple(p.shape) != normalized_shape:
+            raise ValueError(f"layer_norm: {name} must have shape {normalized_shape}, got {tuple(p.shape)}")
+    D = math.prod(normalized_shape)
+    x2 = x.reshape(-1, D)                              # one row per normalised group
+    mu = x2.mean(axis=1, keepdims=True)
+    xhat = x2 - mu
+    var = xp.einsum("ij,ij->i", xhat, xhat)[:, None]   # sum of squares, no temporary
+    var /= D
+    var += eps
+    rstd = xp.sqrt(var, out=var)
+    xp.reciprocal(rstd, out=rstd)
+    xhat *= rstd
+    y = xhat * w.reshape(D) if w is not None else xhat.copy()   # xhat itself is kept for backward
+    if b is not None:
+        y += b.reshape(D)
+    return y.reshape(x.shape), (xhat, rstd, w, b is not None, x.shape)
+
+
+def layer_norm_backward(gy, cache):
+    """gy: shape of x -> (gx: shape of x, gw: w's shape or None, gb: or None).
+
+    With g = gy * w:  gx = rstd * (g - mean(g) - xhat * mean(g * xhat))   (means over the row).
+    """
+    xp = get_array_module(gy)
+    xhat, rstd, w, has_bias, x_shape = cache
+    D = xhat.shape[1]
+    gy2 = gy.reshape(-1, D)
+    gw = xp.einsum("ij,ij->j", gy2, xhat).reshape(w.shape) if w is not None else None
+    gb = gy2.sum(axis=0).reshape(w.shape if w is not None else (D,)) if has_bias else None
+    g = gy2 * w.reshape(D) if w is not None else gy2.copy()
+    mean_g = g.mean(axis=1, keepdims=True)
+    mean_gx = xp.einsum("ij,ij->i", g, xhat)[:, None]
+    mean_gx /= D
+    g -= mean_g
+    g -= xhat * mean_gx
+    g *= rstd
+    return g.reshape(x_shape), gw, gb

@@ -1,0 +1,108 @@
+"""2-D max pooling over (possibly overlapping) windows, forward and backward.
+
+    y[n, c, oh, ow] = max_{i, j} x[n, c, oh*sh + i - ph, ow*sw + j - pw]    (out-of-image: -inf)
+
+Both directions loop over the KH*KW kernel offsets (9 for 3x3), never over pixels: for one offset
+(i, j), the window elements form one strided slice of x, so each step is a whole-array op. With
+padding, an offset reaches outside the image for the first/last few windows only; each offset
+works on the rectangle of windows where it is inside, so no padded copy of x is ever made (the
+-inf padding is implicit: it never wins).
+
+Ties go to the first maximum in row-major window order, as in PyTorch: offsets are visited in that
+order and a later one takes over only when *strictly* greater. The backward sends each gy to that
+one position; where windows overlap, the slices of the different offsets are added one by one.
+"""
+from __future__ import annotations
+
+from minicct.backend import get_array_module
+from minicct.kernels._util import pair, check_positive, check_nonnegative, check_ndim
+from minicct.kernels.conv import conv_output_size
+
+
+def empty_like_layout(xp, x, shape, dtype):
+    """An empty (N, C, H, W) array with the memory order of x: channels-last stays channels-last.
+
+    Our conv returns channels-last data; keeping that order downstream means strided slices read
+    long contiguous runs (all C channels of a pixel), and the tokens (N, H*W, C) are a free view.
+    """
+    N, C, H, W = shape
+    if x.strides[1] < x.strides[3]:
+        return xp.empty((N, H, W, C), dtype=dtype).transpose(0, 3, 1, 2)
+    return xp.empty(shape, dtype=dtype)
+
+
+def _inside(k, size, stride, pad, out):
+    """For kernel offset k along one axis: (output slice, input slice) of the windows whose
+    element at offset k lies inside the image, i.e. 0 <= o*stride + k - pad < size."""
+    lo = max(0, -(-(pad - k) // stride))               # ceil((pad - k) / stride), at least 0
+    hi = min(out - 1, (size - 1 + pad - k) // stride)  # last o inside
+    if hi < lo:
+        return None, None
+    first = lo * stride + k - pad
+    return slice(lo, hi + 1), slice(first, first + (hi - lo) * stride + 1, stride)
+
+
+def _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
+    """Yield (k, output index, input index) for each kernel offset k = i*KW + j, row-major."""
+    for i in range(KH):
+        oi, xi = _inside(i, H, sh, ph, OH)
+        for j in range(KW):
+            oj, xj = _inside(j, W, sw, pw, OW)
+            if oi is not None and oj is not None:
+                yield i * KW + j, (Ellipsis, oi, oj), (Ellipsis, xi, xj)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """x: (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w).
+
+    Returns y: (N, C, OH, OW) and the cache for ``max_pool2d_backward`` (the winning offset of
+    each window, one byte each).
+    """
+    xp = get_array_module(x)
+    check_ndim(x, 4, "max_pool2d input x", "(N, C, H, W)")
+    KH, KW = pair(kernel_size, "kernel_size")
+    sh, sw = pair(kernel_size if stride is None else stride, "stride")
+    ph, pw = pair(padding, "padding")
+    check_positive((KH, KW), "max_pool2d kernel_size")
+    check_positive((sh, sw), "max_pool2d stride")
+    check_nonnegative((ph, pw), "max_pool2d padding")
+    if 2 * ph > KH or 2 * pw > KW:
+        # PyTorch's rule; it also guarantees that every window holds at least one real element.
+        raise ValueError(f"max_pool2d: padding {(ph, pw)} must be at most half the kernel size {(KH, KW)}")
+    N, C, H, W = x.shape
+    if KH > H + 2 * ph or KW > W + 2 * pw:
+        raise ValueError(f"max_pool2d: kernel {(KH, KW)} is larger than the padded input "
+                         f"{(H + 2 * ph, W + 2 * pw)} (x shape {tuple(x.shape)}, padding {(ph, pw)})")
+    OH, OW = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
+
+    if not x.strides[1] < x.strides[3]:
+        # Work channels-last: a slice with stride sw along W is then runs of C contiguous values
+        # (NumPy's inner loops are fast on those), instead of single values sw apart.
+        x = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+    idx_dtype = xp.uint8 if KH * KW <= 256 else xp.int32
+    y = empty_like_layout(xp, x, (N, C, OH, OW), x.dtype)
+    y.fill(-xp.inf)
+    arg = empty_like_layout(xp, x, (N, C, OH, OW), idx_dtype)   # winning offset k = i*KW + j
+    arg.fill(0)
+    for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
+        win, ys = x[i], y[o]
+        better = win > ys                # strict: an equal later element never takes over
+        # k grows along the loop, so "k where better, else keep" is a maximum (no branches).
+        xp.maximum(arg[o], better * idx_dtype(k), out=arg[o])
+        xp.maximum(ys, win, out=ys)
+    return y, (arg, x.shape, (KH, KW), (sh, sw), (ph, pw))
+
+
+def max_pool2d_backward(gy, cache):
+    """gy: (N, C, OH, OW) -> gx: (N, C, H, W); each gy goes to its window's (first) maximum."""
+    arg, (N, C, H, W), (KH, KW), (sh, sw), (ph, pw) = cache
+    xp = get_array_module(gy)
+    OH, OW = gy.shape[2:]
+    gx = xp.zeros((N, H, W, C), gy.dtype).transpose(0, 3, 1, 2)   # channels-last, like forward
+    for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
+        # The elements of one offset's slice are distinct, so += is exact; overlaps between
+        # offsets accumulate across iterations. (A multiply by the mask, not where(): NumPy's
+        # where() branches per element and is ~7x slower on a random mask.)
+        gx[i] += gy[o] * (arg[o] == k)
+    return gx
