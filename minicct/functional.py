@@ -1,0 +1,273 @@
+"""The kernels as differentiable functions, under PyTorch's names and argument orders.
+
+    import minicct.functional as F
+    y = F.conv2d(x, w, padding=1)          # x, w: Tensors; y: Tensor on the graph
+
+Each Function below is a thin wrapper: forward calls ``kernels.<op>_forward`` on the raw arrays
+and keeps its cache on ``ctx``; backward calls ``kernels.<op>_backward`` and returns one gradient
+per positional argument (None where there is none). The math lives in ``minicct/kernels``.
+"""
+from __future__ import annotations
+
+from minicct.autograd import Function
+from minicct.backend import get_array_module
+from minicct import kernels as K
+
+__all__ = ["conv2d", "max_pool2d", "layer_norm", "softmax", "log_softmax", "gelu", "relu", "linear",
+           "dropout", "drop_path", "scaled_dot_product_attention", "multi_head_attention",
+           "cross_entropy"]
+
+
+class Conv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, stride=1, padding=0):
+        y, ctx.cache = K.conv2d_forward(x, w, b, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        need_gx, need_gw, _ = ctx.needs_input_grad
+        return K.conv2d_backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """x: (N, C, H, W), weight: (O, C, KH, KW), bias: (O,) -> (N, O, OH, OW). stride, padding:
+    int or (h, w). The output is channels-last in memory (see kernels/conv.py)."""
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
+
+
+class MaxPool2d(Function):
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride=None, padding=0):
+        y, ctx.cache = K.max_pool2d_forward(x, kernel_size, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.max_pool2d_backward(gy, ctx.cache)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size; padding <= kernel/2."""
+    return MaxPool2d.apply(x, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+class LayerNorm(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, normalized_shape, eps=1e-5):
+        y, ctx.cache = K.layer_norm_forward(x, normalized_shape, w, b, eps)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.layer_norm_backward(gy, ctx.cache)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """x: (..., *normalized_shape); weight, bias: normalized_shape -> shape of x."""
+    return LayerNorm.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim=-1):
+        y, ctx.y = K.softmax_forward(x, dim)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.softmax_backward(gy, ctx.y, ctx.dim)
+
+
+def softmax(x, dim=-1):
+    """Softmax along ``dim``; x: any shape."""
+    return Softmax.apply(x, dim=dim)
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim=-1):
+        z, ctx.z = K.log_softmax_forward(x, dim)
+        ctx.dim = dim
+        return z
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.log_softmax_backward(gy, ctx.z, ctx.dim)
+
+
+def log_softmax(x, dim=-1):
+    """log(softmax(x)) along ``dim``, computed stably; x: any shape."""
+    return LogSoftmax.apply(x, dim=dim)
+
+
+class Gelu(Function):
+    @staticmethod
+    def forward(ctx, x, approximate="none"):
+        y, ctx.cache = K.gelu_forward(x, approximate)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.gelu_backward(gy, ctx.cache)
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x) (exact, through erf); approximate='tanh' for the tanh formula."""
+    return Gelu.apply(x, approximate=approximate)
+
+
+class Relu(Function):
+    @staticmethod
+    def forward(ctx, x):
+        y, ctx.y = K.relu_forward(x)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.relu_backward(gy, ctx.y)
+
+
+def relu(x):
+    """max(x, 0) elementwise."""
+    return Relu.apply(x)
+
+
+class Linear(Function):
+    @staticmethod
+    def forward(ctx, x, w, b):
+        y, ctx.cache = K.linear_forward(x, w, b)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        need_gx, need_gw, _ = ctx.needs_input_grad
+        return K.linear_backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
+
+
+def linear(x, weight, bias=None):
+    """x: (..., IN), weight: (OUT, IN), bias: (OUT,) -> (..., OUT) = x @ weight.T + bias."""
+    return Linear.apply(x, weight, bias)
+
+
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx, x, p=0.5, training=True, generator=None):
+        y, ctx.mask = K.dropout_forward(x, p, training, generator)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.dropout_backward(gy, ctx.mask)
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not
+    training. generator: optional numpy Generator (else ``kernels.dropout.manual_seed``'s)."""
+    return Dropout.apply(x, p=p, training=training, generator=generator)
+
+
+class DropPath(Function):
+    @staticmethod
+    def forward(ctx, x, p=0.0, training=False, generator=None):
+        y, ctx.mask = K.drop_path_forward(x, p, training, generator)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.drop_path_backward(gy, ctx.mask)
+
+
+def drop_path(x, p=0.0, training=False, generator=None):
+    """Stochastic depth: x: (N, ...); each sample zeroed with probability p, survivors scaled by
+    1/(1-p). Defaults as the official CCT's drop_path (p=0, training=False)."""
+    return DropPath.apply(x, p=p, training=training, generator=generator)
+
+
+class ScaledDotProductAttention(Function):
+    @staticmethod
+    def forward(ctx, q, k, v, dropout_p=0.0, training=True, generator=None):
+        y, ctx.cache = K.sdpa_forward(q, k, v, dropout_p, training, generator)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return K.sdpa_backward(gy, ctx.cache)
+
+
+def scaled_dot_product_attention(q, k, v, dropout_p=0.0, training=True, generator=None):
+    """q: (N, heads, L, D), k, v: (N, heads, S, D) -> softmax(q k^T / sqrt(D)) v: (N, heads, L, D).
+    dropout_p drops attention weights (training only)."""
+    return ScaledDotProductAttention.apply(q, k, v, dropout_p=dropout_p, training=training,
+                                           generator=generator)
+
+
+class _HeadsAttention(Function):
+    """(N, L, 3C) packed q|k|v -> split into heads, attend, merge heads -> (N, L, C).
+
+    The split is the official CCT ``Attention``'s: reshape(N, L, 3, heads, D).permute(2, 0, 3, 1, 4),
+    so a PyTorch ``qkv.weight`` (3C, C) loads unchanged.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, num_heads, dropout_p=0.0, training=True, generator=None):
+        N, L, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = qkv.reshape(N, L, 3, num_heads, C // num_heads).transpose(2, 0, 3, 1, 4)
+        out, ctx.cache = K.sdpa_forward(q, k, v, dropout_p, training, generator)
+        return out.transpose(0, 2, 1, 3).reshape(N, L, C)     # (N, heads, L, D) -> (N, L, C)
+
+    @staticmethod
+    def backward(ctx, gy):
+        q = ctx.cache[0]
+        N, H, L, D = q.shape
+        xp = get_array_module(gy)
+        gq, gk, gv = K.sdpa_backward(gy.reshape(N, L, H, D).transpose(0, 2, 1, 3), ctx.cache)
+        g = xp.empty((N, L, 3, H, D), dtype=gy.dtype)
+        for i, gi in enumerate((gq, gk, gv)):
+            g[:, :, i] = gi.transpose(0, 2, 1, 3)
+        return g.reshape(N, L, 3 * H * D)
+
+
+def multi_head_attention(x, qkv_weight, proj_weight, proj_bias, num_heads, attn_drop=0.0,
+                         proj_drop=0.0, training=True, generator=None):
+    """The paper's self-attention (official CCT ``Attention``).
+
+    x: (N, L, C), qkv_weight: (3C, C) (no bias), proj_weight: (C, C), proj_bias: (C,) or None
+    -> (N, L, C) = dropout(proj(attention(split_heads(x @ qkv_weight.T)))).
+    """
+    if x.ndim != 3:
+        raise ValueError(f"multi_head_attention: x must be (N, L, C), got shape {tuple(x.shape)}")
+    N, L, C = x.shape
+    if num_heads <= 0 or C % num_heads:
+        raise ValueError(f"multi_head_attention: num_heads={num_heads} must divide the width C={C}")
+    if tuple(qkv_weight.shape) != (3 * C, C):
+        raise ValueError(f"multi_head_attention: qkv_weight must be (3C, C) = {(3 * C, C)}, "
+                         f"got {tuple(qkv_weight.shape)}")
+    if tuple(proj_weight.shape) != (C, C):
+        raise ValueError(f"multi_head_attention: proj_weight must be (C, C) = {(C, C)}, "
+                         f"got {tuple(proj_weight.shape)}")
+    qkv = linear(x, qkv_weight)
+    y = _HeadsAttention.apply(qkv, num_heads=num_heads, dropout_p=attn_drop, training=training,
+                              generator=generator)
+    y = linear(y, proj_weight, proj_bias)
+    return dropout(y, proj_drop, training, generator)
+
+
+class CrossEntropy(Function):
+    @staticmethod
+    def forward(ctx, logits, target, label_smoothing=0.0):
+        loss, ctx.cache = K.cross_entropy_forward(logits, target, label_smoothing)
+        return loss
+
+    @staticmethod
+    def backward(ctx, gy):
+        need_gz, need_gt = ctx.needs_input_grad
+        return K.cross_entropy_backward(gy, ctx.cache, need_gz=need_gz, need_gt=need_gt)
+
+
+def cross_entropy(logits, target, label_smoothing=0.0):
+    """logits: (N, C); target: (N,) integer class indices or (N, C) probabilities -> mean loss ().
+    label_smoothing eps: target becomes (1 - eps) target + eps / C, as PyTorch."""
+    return CrossEntropy.apply(logits, target, label_smoothing=label_smoothing)
