@@ -208,4 +208,26 @@ def draw(model, X, y, path, size=240, span=1.8):
 draw(linear, Xb, yb, OUT / "05_blobs.png")
 draw(mlp, Xs, ys, OUT / "05_spiral.png")
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n8. The same pieces in minicct.functional")
+# minicct's versions use PyTorch's names: F.linear(x, W, b) with W (out, in), F.log_softmax,
+# F.cross_entropy(scores, labels) (labels as class indices, or (N, K) soft targets, lesson 16),
+# F.relu. Each is one Function with a hand-written backward instead of a chain of small ones.
+import minicct.functional as F
+
+x = Tensor(Xs[:8])
+W, bias = Tensor(mlp.fc1.weight.numpy(), requires_grad=True), Tensor(mlp.fc1.bias.numpy(), requires_grad=True)
+assert np.allclose(F.linear(x, W, bias).numpy(), mlp.fc1(x).numpy(), atol=1e-6)
+assert np.allclose(F.relu(mlp.fc1(x)).numpy(), ReLUMask.apply(mlp.fc1(x)).numpy())
+S1 = Tensor(rng.standard_normal((6, 3)), requires_grad=True)
+S2 = Tensor(S1.numpy(), requires_grad=True)
+lab = np.array([0, 1, 2, 2, 1, 0])
+assert np.allclose(F.log_softmax(S1, dim=1).numpy(), log_softmax(S1).numpy(), atol=1e-6)
+ours, theirs = cross_entropy(S1, lab), F.cross_entropy(S2, Tensor(lab))
+ours.backward()
+theirs.backward()
+print(f"   cross-entropy: ours {ours.item():.6f}, F.cross_entropy {theirs.item():.6f}; gradients agree")
+assert abs(ours.item() - theirs.item()) < 1e-6 and np.allclose(S1.grad.numpy(), S2.grad.numpy(), atol=1e-6)
+assert gradcheck(lambda s: F.cross_entropy(s, Tensor(lab)), [S2])
 print(f"\nAll claims of lesson 05 hold ({time.time() - t_start:.1f} s).")

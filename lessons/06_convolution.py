@@ -203,4 +203,26 @@ except GradcheckError as e:
 assert gradcheck(lambda x, w, b: Conv2d.apply(x, w, b, stride=3, pad=0, add=False), [xt, wt, bt])
 print("   (with stride 3 the windows never overlap and the same bug goes unseen)")
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's convolution")
+# minicct.kernels holds the same pair of plain array functions, conv2d_forward / conv2d_backward
+# (with a faster memory layout, explained at the top of minicct/kernels/conv.py);
+# minicct.functional.conv2d wraps them as a Function, with PyTorch's argument names.
+import minicct.functional as F
+from minicct import kernels
+
+for stride, pad in [(1, 1), (2, 1), (1, 0)]:
+    y_ours = conv_loops(x, w, b, stride, pad)
+    y_k, cache = kernels.conv2d_forward(x, w, b, stride, pad)
+    assert np.allclose(y_k, y_ours), (stride, pad)
+    a = [Tensor(t.numpy(), requires_grad=True, dtype="float64") for t in (xt, wt, bt)]
+    c = [Tensor(t.numpy(), requires_grad=True, dtype="float64") for t in (xt, wt, bt)]
+    gy = Tensor(rng.standard_normal(Conv2d.apply(*a, stride=stride, pad=pad).shape), dtype="float64")
+    Conv2d.apply(*a, stride=stride, pad=pad).backward(gy)
+    F.conv2d(*c, stride=stride, padding=pad).backward(gy)
+    assert all(np.allclose(u.grad.numpy(), v.grad.numpy(), atol=1e-10) for u, v in zip(a, c))
+print("   kernels.conv2d_forward equals the loop conv; F.conv2d's gradients equal ours (3 settings)")
+assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [xt, wt, bt])
+print("   gradcheck(F.conv2d) passes")
 print("\nAll claims of lesson 06 hold.")

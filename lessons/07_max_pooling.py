@@ -132,4 +132,20 @@ except GradcheckError:
 # differences see a kink. Random inputs almost never tie; images with flat regions do, which is why
 # pooling tests use random inputs. (Our argmax gives the whole gradient to the first winner.)
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's max-pooling")
+import minicct.functional as F
+
+for k, s, p in [(2, 2, 0), (3, 2, 1)]:
+    a = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+    c = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+    ours, theirs = MaxPool.apply(a, k=k, stride=s, pad=p), F.max_pool2d(c, k, s, p)
+    assert np.array_equal(ours.numpy(), theirs.numpy())
+    gy = Tensor(rng.standard_normal(ours.shape), dtype="float64")
+    ours.backward(gy)
+    theirs.backward(gy)
+    assert np.allclose(a.grad.numpy(), c.grad.numpy())
+print("   F.max_pool2d equals ours, forward and backward, for 2x2/2 and 3x3/2/1")
+assert gradcheck(lambda x: F.max_pool2d(x, 3, 2, 1), [xt])
 print("\nAll claims of lesson 07 hold.")

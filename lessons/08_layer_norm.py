@@ -154,4 +154,18 @@ print(f"   nodes on the tape: composed {count_nodes(composed)}, one Function {co
 assert count_nodes(fused) == 1 and count_nodes(composed) >= 8
 assert np.allclose(composed.numpy(), fused.numpy(), atol=1e-5)
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's layer norm")
+# F.layer_norm(x, normalized_shape, weight, bias, eps) as PyTorch spells it.
+import minicct.functional as F
+
+a = [Tensor(v, requires_grad=True, dtype="float64") for v in (x, gamma, beta)]
+y = F.layer_norm(a[0], (D,), a[1], a[2], eps=EPS)
+assert np.allclose(y.numpy(), layer_norm(x, gamma, beta), atol=1e-10)
+y.backward(Tensor(gy, dtype="float64"))
+for name, ours, theirs in zip(["x", "gamma", "beta"], layer_norm_backward(gy, x, gamma), a):
+    assert np.allclose(ours, theirs.grad.numpy(), atol=1e-10), name
+print("   F.layer_norm equals ours, forward and backward (x, gamma, beta)")
+assert gradcheck(lambda x, g, b: F.layer_norm(x, (8,), g, b), small)
 print("\nAll claims of lesson 08 hold.")

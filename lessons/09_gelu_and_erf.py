@@ -110,4 +110,26 @@ assert np.allclose(pt.grad.numpy(), slope, atol=1e-6)
 # Near the minimum (x ~ -0.75) the slope is almost zero; at 0 it is Phi(0) = 1/2 exactly.
 assert abs(pt.grad.numpy()[2] - 0.5) < 1e-12
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's erf and GELU")
+# minicct.kernels.erf is a hand-written vectorised erf too (NumPy has none), as accurate as ours;
+# F.gelu(x) is the exact form, F.gelu(x, approximate="tanh") the tanh one, as in PyTorch.
+import minicct.functional as F
+from minicct import kernels
+
+k_err = np.abs(kernels.erf(xs) - reference_erf(xs)).max()
+print(f"   largest |kernels.erf - math.erf| = {k_err:.1e} (ours: {err.max():.1e})")
+assert k_err < 1.5e-7
+a = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+c = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+ours, theirs = GELU.apply(a), F.gelu(c)
+assert np.allclose(ours.numpy(), theirs.numpy(), atol=1e-6)
+gy = Tensor(rng.standard_normal(ours.shape), dtype="float64")
+ours.backward(gy)
+theirs.backward(gy)
+assert np.allclose(a.grad.numpy(), c.grad.numpy(), atol=1e-6)
+assert np.allclose(F.gelu(Tensor(xs, dtype="float64"), approximate="tanh").numpy(), gelu_tanh(xs), atol=1e-12)
+print("   F.gelu equals ours forward and backward; approximate='tanh' equals our tanh form")
+assert gradcheck(F.gelu, [xt])
 print("\nAll claims of lesson 09 hold.")

@@ -162,4 +162,34 @@ T, H, B = 256, 4, 128
 print(f"   {B} images x {H} heads x {T}x{T} weights x 4 bytes = {B * H * T * T * 4 / 2**20:.0f} MiB per layer")
 assert B * H * T * T * 4 == 128 * 2**20
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n7. minicct's attention")
+# F.scaled_dot_product_attention(q, k, v) takes (N, heads, T, d) as PyTorch does, with one fused
+# backward; F.multi_head_attention(x, qkv_weight, proj_weight, proj_bias, num_heads) is the whole
+# CCT self-attention of section 4, weights in the same layout.
+import minicct.functional as F
+
+a = [Tensor(t.numpy(), requires_grad=True, dtype="float64") for t in qkv]
+y = F.scaled_dot_product_attention(*a, dropout_p=0.0)
+assert np.allclose(y.numpy(), attention(*[t.numpy() for t in qkv]), atol=1e-6)
+y.backward(Tensor(gO, dtype="float64"))
+b = [Tensor(t.numpy(), requires_grad=True, dtype="float64") for t in qkv]
+Attention.apply(*b).backward(Tensor(gO, dtype="float64"))
+assert all(np.allclose(u.grad.numpy(), w.grad.numpy(), atol=1e-6) for u, w in zip(a, b))
+print("   F.scaled_dot_product_attention equals ours, forward and backward")
+
+N, T, D, H = 2, 5, 12, 3
+x = rng.standard_normal((N, T, D))
+w_qkv = rng.standard_normal((3 * D, D)) / math.sqrt(D)
+w_proj, b_proj = rng.standard_normal((D, D)) / math.sqrt(D), rng.standard_normal(D)
+theirs = F.multi_head_attention(Tensor(x, dtype="float64"), Tensor(w_qkv, dtype="float64"),
+                                Tensor(w_proj, dtype="float64"), Tensor(b_proj, dtype="float64"), H,
+                                training=False)
+assert np.allclose(theirs.numpy(), mhsa(x, w_qkv, w_proj, b_proj, H), atol=1e-10)
+print("   F.multi_head_attention equals our mhsa with the same weights")
+ts = [Tensor(rng.standard_normal(s) * 0.5, requires_grad=True) for s in [(2, 4, 6), (18, 6), (6, 6), (6,)]]
+assert gradcheck(lambda x, wq, wp, bp: F.multi_head_attention(x, wq, wp, bp, 2, training=False), ts,
+                 names=["x", "qkv_weight", "proj_weight", "proj_bias"])
+print("   gradcheck(F.multi_head_attention) passes for x and all three weights")
 print("\nAll claims of lesson 10 hold.")
