@@ -144,4 +144,24 @@ print(f"   averaged over 20 training passes the layer is close to its eval outpu
       f"mean |diff| {np.abs(tr - ev).mean():.3f} vs output size {np.abs(ev).mean():.3f}")
 assert np.abs(tr - ev).mean() < 0.5 * np.abs(ev).mean()
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's dropout and drop-path")
+import minicct.functional as F
+from minicct import Tensor
+
+g = np.random.default_rng(1)                                        # minicct takes a Generator
+d = F.dropout(Tensor(np.ones((1000, 100))), p=0.1, training=True, generator=g).numpy()
+assert abs(np.mean(d == 0) - 0.1) < 0.01 and set(np.unique(d)) <= {0.0, np.float32(1 / 0.9)}
+assert np.array_equal(F.dropout(Tensor(x), p=0.1, training=False).numpy(), Tensor(x).numpy())
+out = F.drop_path(Tensor(branch), p=0.5, training=True, generator=g).numpy()
+for n in range(8):
+    assert np.allclose(out[n], 0) or np.allclose(out[n], 2 * branch[n], atol=1e-5)
+print(f"   F.drop_path keeps or drops whole images: kept {[bool(np.any(out[n])) for n in range(8)]}")
+# Its gradient follows the same mask: dropped images get no gradient, kept ones twice gy.
+bt = Tensor(branch, requires_grad=True)
+y = F.drop_path(bt, p=0.5, training=True, generator=np.random.default_rng(2))
+y.backward(Tensor(np.ones(branch.shape)))
+kept_now = [bool(np.any(y.numpy()[n])) for n in range(8)]
+assert all(np.allclose(bt.grad.numpy()[n], 2.0 if k else 0.0) for n, k in enumerate(kept_now))
 print("\nAll claims of lesson 11 hold.")
