@@ -1,0 +1,129 @@
+"""Attention: the fused sdpa kernel against loops and against the same math composed from
+primitive Tensor ops (values and gradients); gradcheck; the multi-head wrapper with the official
+CCT weight layout."""
+import math
+
+import numpy as np
+import pytest
+
+import minicct.functional as F
+from minicct import Tensor, gradcheck
+from minicct.backend import to_numpy
+from minicct.kernels import sdpa_forward
+
+
+def sdpa_loops(q, k, v):
+    """Attention one query at a time."""
+    *lead, L, D = q.shape
+    out = np.zeros(tuple(lead) + (L, v.shape[-1]))
+    for idx in np.ndindex(*lead):
+        for i in range(L):
+            s = np.array([q[idx][i] @ k[idx][j] for j in range(k.shape[-2])]) / math.sqrt(D)
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            out[idx][i] = sum(p[j] * v[idx][j] for j in range(len(p)))
+    return out
+
+
+def sdpa_composed(q, k, v):
+    """The reference on the Tensor engine: matmul, max, exp, sum, div, each with its own backward."""
+    s = (q @ k.swapaxes(-1, -2)) * (q.shape[-1] ** -0.5)
+    s = s - s.max(axis=-1, keepdims=True).detach()      # shift only for stability: no gradient
+    e = s.exp()
+    return (e / e.sum(axis=-1, keepdims=True)) @ v
+
+
+def _qkv(rng, N=2, H=3, L=5, S=4, D=6, Dv=3, device="cpu"):
+    return [Tensor(rng.standard_normal(s), requires_grad=True, device=device, dtype=np.float64)
+            for s in ((N, H, L, D), (N, H, S, D), (N, H, S, Dv))]
+
+
+def test_forward_matches_loops(rng, xp):
+    q, k, v = (rng.standard_normal(s) for s in ((2, 2, 5, 4), (2, 2, 7, 4), (2, 2, 7, 3)))
+    y, _ = sdpa_forward(xp.asarray(q), xp.asarray(k), xp.asarray(v))
+    np.testing.assert_allclose(to_numpy(y), sdpa_loops(q, k, v), rtol=1e-12, atol=1e-12)
+
+
+def test_fused_equals_composed_values_and_gradients(rng, device):
+    fused_in = _qkv(rng, device=device)
+    comp_in = [Tensor(t.data.copy(), requires_grad=True, dtype=np.float64) for t in fused_in]
+    gy = rng.standard_normal((2, 3, 5, 3))
+    yf = F.scaled_dot_product_attention(*fused_in)
+    yc = sdpa_composed(*comp_in)
+    np.testing.assert_allclose(yf.numpy(), yc.numpy(), rtol=1e-12, atol=1e-13)
+    yf.backward(Tensor(gy, device=device, dtype=np.float64))
+    yc.backward(Tensor(gy, device=device, dtype=np.float64))
+    for a, b, name in zip(fused_in, comp_in, "qkv"):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_gradcheck_q_k_v(rng, device):
+    assert gradcheck(F.scaled_dot_product_attention, _qkv(rng, device=device), names=["q", "k", "v"])
+
+
+def test_gradcheck_with_attention_dropout(rng, device):
+    # A fresh generator with the same seed for every call: the same mask in every forward.
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
+    assert gradcheck(fn, _qkv(rng, N=1, H=2, device=device))
+
+
+def test_dropout_only_while_training(rng):
+    q, k, v = _qkv(rng)
+    a = F.scaled_dot_product_attention(q, k, v, dropout_p=0.9, training=False)
+    b = F.scaled_dot_product_attention(q, k, v)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_float32_forward_close_to_float64(rng, xp):
+    q, k, v = (rng.standard_normal((2, 2, 64, 64)) for _ in range(3))
+    y64 = to_numpy(sdpa_forward(*(xp.asarray(a) for a in (q, k, v)))[0])
+    y32 = to_numpy(sdpa_forward(*(xp.asarray(a, dtype=np.float32) for a in (q, k, v)))[0])
+    assert y32.dtype == np.float32
+    assert np.abs(y32 - y64).max() <= 1e-5 * np.abs(y64).max()
+
+
+def test_bad_shapes_raise_value_error():
+    q = Tensor(np.zeros((2, 2, 5, 4)))
+    with pytest.raises(ValueError, match="do not fit"):
+        F.scaled_dot_product_attention(q, Tensor(np.zeros((2, 2, 5, 3))), Tensor(np.zeros((2, 2, 5, 4))))
+
+
+# ---- multi-head attention ---------------------------------------------------------------------------
+def mha_composed(x, wqkv, wproj, bproj, heads):
+    """The official CCT Attention.forward, line by line, on Tensor ops."""
+    N, L, C = x.shape
+    qkv = (x @ wqkv.T).reshape(N, L, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    y = sdpa_composed(q, k, v).transpose(1, 2).reshape(N, L, C)
+    return y @ wproj.T + bproj
+
+
+def _mha_inputs(rng, N=2, L=5, C=6, device="cpu"):
+    shapes = ((N, L, C), (3 * C, C), (C, C), (C,))
+    return [Tensor(rng.standard_normal(s) * (0.4 if i else 1.0), requires_grad=True, device=device,
+                   dtype=np.float64) for i, s in enumerate(shapes)]
+
+
+def test_mha_equals_composed_reference(rng, device):
+    ins = _mha_inputs(rng, device=device)
+    ref_ins = [Tensor(t.data.copy(), requires_grad=True, dtype=np.float64) for t in ins]
+    y = F.multi_head_attention(*ins, num_heads=2)
+    yr = mha_composed(*ref_ins, 2)
+    np.testing.assert_allclose(y.numpy(), yr.numpy(), rtol=1e-11, atol=1e-12)
+    gy = Tensor(rng.standard_normal(y.shape), device=device, dtype=np.float64)
+    y.backward(gy)
+    yr.backward(gy)
+    for a, b in zip(ins, ref_ins):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_mha_gradcheck_every_input(rng, device):
+    fn = lambda x, wq, wp, bp: F.multi_head_attention(x, wq, wp, bp, 3)
+    assert gradcheck(fn, _mha_inputs(rng, device=device), names=["x", "qkv_weight", "proj_weight", "proj_bias"])
+
+
+@pytest.mark.parametrize("heads,wshape,match", [(4, (18, 6), "divide"), (2, (12, 6), "qkv_weight")])
+def test_mha_bad_arguments_raise_value_error(heads, wshape, match):
+    x = Tensor(np.zeros((1, 3, 6)))
+    with pytest.raises(ValueError, match=match):
+        F.multi_head_attention(x, Tensor(np.zeros(wshape)), Tensor(np.zeros((6, 6))), None, heads)

@@ -1,0 +1,112 @@
+"""conv2d: the im2col/GEMM kernel against naive loops; every gradient by gradcheck in float64."""
+import numpy as np
+import pytest
+
+import minicct.functional as F
+from minicct import Tensor, gradcheck
+from minicct.backend import to_numpy
+from minicct.kernels import conv2d_forward, conv2d_backward
+
+
+def conv_ref(x, w, b, stride, padding):
+    """Cross-correlation by four nested loops over (n, o, oh, ow); x, w: numpy float64."""
+    N, C, H, W = x.shape
+    O, _, KH, KW = w.shape
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.zeros((N, C, H + 2 * ph, W + 2 * pw))
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+    y = np.zeros((N, O, OH, OW))
+    for n in range(N):
+        for o in range(O):
+            for i in range(OH):
+                for j in range(OW):
+                    patch = xp[n, :, i * sh:i * sh + KH, j * sw:j * sw + KW]
+                    y[n, o, i, j] = np.sum(patch * w[o]) + (b[o] if b is not None else 0.0)
+    return y
+
+
+# (N, C, H, W), (O, KH, KW), stride, padding
+CASES = [
+    ((2, 3, 7, 5), (4, 3, 2), (1, 1), (1, 0)),    # odd sizes, non-square image and kernel
+    ((1, 2, 9, 8), (3, 3, 3), (2, 1), (1, 2)),    # batch 1, stride 2 along H only
+    ((2, 3, 6, 6), (2, 2, 3), (2, 3), (0, 1)),    # strides that do not divide the input
+    ((2, 1, 5, 5), (2, 5, 5), (1, 1), (3, 3)),    # padding wider than half the kernel
+    ((1, 2, 4, 4), (2, 1, 1), (1, 1), (0, 0)),    # 1x1 kernel
+    ((3, 2, 5, 7), (3, 3, 3), (2, 2), (1, 1)),    # 3x3 stride 2 'same'
+]
+
+
+def _inputs(r, xs, ws, bias=True):
+    N, C, H, W = xs
+    O, KH, KW = ws
+    return (r.standard_normal(xs), r.standard_normal((O, C, KH, KW)),
+            r.standard_normal(O) if bias else None)
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding", CASES)
+def test_forward_matches_loops(xs, ws, stride, padding, rng, xp):
+    x, w, b = _inputs(rng, xs, ws)
+    y, _ = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), stride, padding)
+    np.testing.assert_allclose(to_numpy(y), conv_ref(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding", CASES)
+def test_gradcheck_x_w_b(xs, ws, stride, padding, rng, device):
+    x, w, b = (Tensor(a, requires_grad=True, device=device, dtype=np.float64) for a in _inputs(rng, xs, ws))
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride, padding), [x, w, b], names=["x", "w", "b"])
+
+
+def test_backward_without_bias_and_without_gx(rng, xp):
+    x, w, _ = _inputs(rng, (2, 3, 6, 5), (4, 3, 3), bias=False)
+    y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), None, 1, 1)
+    gy = xp.asarray(rng.standard_normal(y.shape))
+    gx, gw, gb = conv2d_backward(gy, cache)
+    gx2, gw2, gb2 = conv2d_backward(gy, cache, need_gx=False)
+    assert gb is None and gb2 is None and gx2 is None
+    np.testing.assert_allclose(to_numpy(gw2), to_numpy(gw))
+    # gx against the adjoint identity <gy, conv(x)> = <gx, x> (conv is linear in x without bias).
+    assert np.isclose(float((to_numpy(gy) * to_numpy(y)).sum()), float((to_numpy(gx) * x).sum()))
+
+
+def test_float32_forward_close_to_float64(rng, xp):
+    x, w, b = _inputs(rng, (2, 8, 9, 9), (6, 3, 3))
+    y64, _ = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, 1)
+    y32, _ = conv2d_forward(*(xp.asarray(a, dtype=np.float32) for a in (x, w, b)), 1, 1)
+    assert y32.dtype == np.float32
+    y64, y32 = to_numpy(y64), to_numpy(y32)
+    assert np.abs(y32 - y64).max() <= 1e-5 * np.abs(y64).max()
+
+
+def test_any_input_layout(rng, xp):
+    """Transposed / channels-last / sliced inputs give the same result as contiguous ones."""
+    x, w, b = _inputs(rng, (2, 3, 8, 6), (4, 3, 3))
+    ref = conv_ref(x, w, b, (1, 1), (1, 1))
+    cl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    wide = np.zeros((2, 3, 8, 12))
+    wide[..., ::2] = x
+    for xin in (cl, wide[..., ::2]):
+        y, _ = conv2d_forward(xp.asarray(xin), xp.asarray(w), xp.asarray(b), 1, 1)
+        np.testing.assert_allclose(to_numpy(y), ref, atol=1e-12)
+
+
+def test_output_is_channels_last_so_tokens_are_a_view():
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = np.ones((16, 3, 3, 3), np.float32)
+    y, _ = conv2d_forward(x, w, None, 1, 1)
+    assert y.strides[1] == y.itemsize            # channels vary fastest in memory
+    tokens = y.transpose(0, 2, 3, 1)             # (N, H, W, C): C contiguous
+    assert tokens.strides[-1] == y.itemsize
+
+
+@pytest.mark.parametrize("xshape,wshape,kw,match", [
+    ((2, 3, 8), (4, 3, 3, 3), {}, "4-D"),
+    ((2, 3, 8, 8), (4, 2, 3, 3), {}, "channels"),
+    ((2, 3, 4, 4), (4, 3, 7, 3), {"padding": 1}, "larger than the padded input"),
+    ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 0}, "stride"),
+    ((2, 3, 8, 8), (4, 3, 3, 3), {"padding": -1}, "padding"),
+])
+def test_bad_input_raises_value_error(xshape, wshape, kw, match):
+    x, w = Tensor(np.zeros(xshape)), Tensor(np.zeros(wshape))
+    with pytest.raises(ValueError, match=match):
+        F.conv2d(x, w, **kw)
