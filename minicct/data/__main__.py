@@ -1,0 +1,57 @@
+"""Measure (or look at) the training data pipeline on its own, without a model.
+
+    python -m minicct.data shapes                       # images/s with 0, 1 and 2 workers
+    python -m minicct.data cifar10 --workers 2 --batches 100
+    python -m minicct.data cifar10 --grid batch.png     # save one augmented, mixed batch as a picture
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    from minicct.data import DatasetError, Normalize, get_dataset, train_loader
+
+    p = argparse.ArgumentParser(prog="python -m minicct.data", description=__doc__.split("\n")[0])
+    p.add_argument("dataset", nargs="?", default="shapes", help="cifar10, cifar100, shapes or an image folder")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=None, help="batches per measurement (default: one epoch)")
+    p.add_argument("--grid", default=None, help="save the first batch (de-normalised) to this PNG and stop")
+    a = p.parse_args(argv)
+    try:
+        train, _ = get_dataset(a.dataset, data_dir=a.data_dir)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+    print(train)
+
+    if a.grid:
+        from PIL import Image
+        x, _ = next(iter(train_loader(train, batch_size=min(a.batch_size, 64))))
+        imgs = Normalize(train.mean, train.std).inverse(np.clip(x, -3, 3))  # erased noise is clipped for display
+        rows = [np.concatenate(list(imgs[r * 8:(r + 1) * 8]), axis=1) for r in range(len(imgs) // 8)]
+        Image.fromarray(np.concatenate(rows, axis=0)).resize(
+            (rows[0].shape[1] * 3, len(rows) * rows[0].shape[0] * 3), Image.Resampling.NEAREST).save(a.grid)
+        print(f"wrote {a.grid}")
+        return
+
+    for w in a.workers:
+        with train_loader(train, batch_size=a.batch_size, workers=w) as loader:
+            n_batches = min(a.batches or len(loader), len(loader))
+            t0, n = time.perf_counter(), 0
+            for i, (x, _) in enumerate(loader):
+                n += len(x)
+                if i + 1 == n_batches:
+                    break
+            dt = time.perf_counter() - t0
+        print(f"workers={w}: {n} images in {dt:.2f} s = {n / dt:,.0f} images/s "
+              f"(a {len(train):,}-image epoch: {len(train) / (n / dt):.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
