@@ -89,7 +89,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         win, ys = x[i], y[o]
         better = win > ys                # strict: an equal later element never takes over
         # k grows along the loop, so "k where better, else keep" is a maximum (no branches).
-        xp.maximum(arg[o], better * idx_dtype(k), out=arg[o])
+        xp.maximum(arg[o], xp.multiply(better, k, dtype=idx_dtype), out=arg[o])
         xp.maximum(ys, win, out=ys)
     return y, (arg, x.shape, (KH, KW), (sh, sw), (ph, pw))
 

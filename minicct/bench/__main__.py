@@ -1,0 +1,41 @@
+"""python -m minicct.bench [subcommand] [options]   (see minicct/bench/__init__.py)
+
+    python -m minicct.bench kernels --device cpu     # each kernel at CCT-2 shapes, vs sgemm and torch
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). A module provides add_arguments(parser) and main(args).
+SUBCOMMANDS = {
+    "kernels": ("minicct.bench.kernels", "time every kernel at CCT-2 shapes (forward, backward)"),
+}
+DEFAULT = "kernels"   # used when no subcommand is given
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                        help="run on NumPy (cpu) or CuPy (gpu)")
+    parser = argparse.ArgumentParser(prog="python -m minicct.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (module, help_) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(module=module)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in SUBCOMMANDS for a in argv) and not {"-h", "--help"} & set(argv):
+        argv.insert(0, DEFAULT)
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args.module).main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Timing helpers shared by the benchmarks.
+
+The machine may be shared: every number is a median over ``repeat`` runs after ``warmup`` runs,
+and ratios should be taken within one run (e.g. kernel GFLOP/s over the sgemm measured just before).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from minicct import backend
+
+
+def sync(xp):
+    """Wait for the GPU to finish queued work (no-op for NumPy), so timings cover the work."""
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
+
+
+def time_ms(fn, xp=np, warmup=2, repeat=7):
+    """Median wall time of fn() in milliseconds, after warm-up calls."""
+    for _ in range(warmup):
+        fn()
+    sync(xp)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync(xp)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def sgemm_gflops(xp, n=2048, warmup=2, repeat=7):
+    """GFLOP/s of one large float32 matrix product (n x n x n), the ceiling for GEMM-bound kernels."""
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
+    out = xp.empty((n, n), dtype=np.float32)
+    ms = time_ms(lambda: xp.matmul(a, b, out=out), xp, warmup, repeat)
+    return 2.0 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def device_xp(device):
+    return backend.xp_for(device)
+
+
+def try_torch(device):
+    """(torch, torch device string) when torch is importable for this device, else (None, None)."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    if device == "gpu":
+        return (torch, "cuda") if torch.cuda.is_available() else (None, None)
+    return torch, "cpu"
+
+
+def torch_sync(torch, tdev):
+    if tdev == "cuda":
+        torch.cuda.synchronize()
+
+
+def format_table(headers, rows):
+    """Rows of strings -> an aligned plain-text table (first column left, others right)."""
+    cols = list(zip(*([headers] + rows)))
+    widths = [max(len(c) for c in col) for col in cols]
+    def line(r):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])

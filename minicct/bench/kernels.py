@@ -1,0 +1,230 @@
+"""python -m minicct.bench kernels: every kernel at the CCT-2 shapes (batch 128, float32).
+
+CCT-2/3x2 on 32x32 images: conv 3->64 3x3 s1 p1 on 32x32, max-pool 3/2/1, conv 64->128 on 16x16,
+max-pool, then 64 tokens x 128 wide, 2 heads, MLP ratio 1, 10 classes. For each kernel: median
+forward and backward ms, GFLOP/s for the GEMM-bound ones beside the sgemm measured in the same run,
+"x copy" (forward time over one copy of the output: ~memory passes) for elementwise ones, and,
+when torch is importable, torch's times for the same op and the ratio minicct / torch.
+Inputs have the memory layout they have inside the model (conv outputs are channels-last).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from minicct import kernels as K
+from minicct.bench.common import (device_xp, format_table, sgemm_gflops, time_ms, try_torch,
+                                  torch_sync)
+
+
+def add_arguments(p):
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per measurement (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
+    p.add_argument("--only", default="", help="comma-separated kernel names to run")
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+
+
+def _channels_last(xp, a):
+    """The same values with channels fastest in memory (how our conv hands data on)."""
+    return xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _cases(B):
+    """name -> (description, builder). A builder gets (xp, rng) and returns a dict with
+    ours_fwd / ours_bwd closures, the output (for x copy), flops (fwd, bwd) or None, and a
+    torch builder (torch, device) -> (fwd, bwd) closures."""
+    f32 = np.float32
+
+    def conv(C, O, H, x_channels_last):
+        def build(xp, rng):
+            x = xp.asarray(rng.standard_normal((B, C, H, H), dtype=f32))
+            if x_channels_last:
+                x = _channels_last(xp, x)
+            w = xp.asarray(rng.standard_normal((O, C, 3, 3), dtype=f32) * 0.1)
+            y, cache = K.conv2d_forward(x, w, None, 1, 1)
+            gy = _channels_last(xp, xp.asarray(rng.standard_normal(y.shape, dtype=f32)))
+            flops = 2.0 * B * H * H * O * C * 9
+
+            def torch_build(torch, dev):
+                xt = torch.tensor(np.asarray(_np(x)), device=dev, requires_grad=True)
+                wt = torch.tensor(_np(w), device=dev, requires_grad=True)
+                fwd = lambda: torch.nn.functional.conv2d(xt, wt, None, 1, 1)
+                yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+                return fwd, lambda: torch.autograd.grad(yt, (xt, wt), gyt, retain_graph=True)
+            return dict(fwd=lambda: K.conv2d_forward(x, w, None, 1, 1),
+                        bwd=lambda: K.conv2d_backward(gy, cache), out=y,
+                        flops=(flops, 2 * flops), torch=torch_build)
+        return build
+
+    def pool(C, H):
+        def build(xp, rng):
+            x = _channels_last(xp, xp.asarray(rng.standard_normal((B, C, H, H), dtype=f32)))
+            y, cache = K.max_pool2d_forward(x, 3, 2, 1)
+            gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+
+            def torch_build(torch, dev):
+                xt = torch.tensor(_np(x), device=dev, requires_grad=True)
+                fwd = lambda: torch.nn.functional.max_pool2d(xt, 3, 2, 1)
+                yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+                return fwd, lambda: torch.autograd.grad(yt, (xt,), gyt, retain_graph=True)
+            return dict(fwd=lambda: K.max_pool2d_forward(x, 3, 2, 1),
+                        bwd=lambda: K.max_pool2d_backward(gy, cache), out=y, torch=torch_build)
+        return build
+
+    def unary(shape, ours_fwd, ours_bwd, torch_fn, channels_last=False):
+        def build(xp, rng):
+            x = xp.asarray(rng.standard_normal(shape, dtype=f32))
+            if channels_last:
+                x = _channels_last(xp, x)
+            y, cache = ours_fwd(x)
+            gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+
+            def torch_build(torch, dev):
+                xt = torch.tensor(_np(x), device=dev, requires_grad=True)
+                fwd = lambda: torch_fn(torch, xt)
+                yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+                return fwd, lambda: torch.autograd.grad(yt, (xt,), gyt, retain_graph=True)
+            return dict(fwd=lambda: ours_fwd(x), bwd=lambda: ours_bwd(gy, cache), out=y,
+                        elementwise=True, torch=torch_build)
+        return build
+
+    def layer_norm(xp, rng):
+        x = xp.asarray(rng.standard_normal((B, 64, 128), dtype=f32))
+        w, b = xp.ones(128, dtype=f32), xp.zeros(128, dtype=f32)
+        y, cache = K.layer_norm_forward(x, 128, w, b)
+        gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+
+        def torch_build(torch, dev):
+            xt, wt, bt = (torch.tensor(_np(a), device=dev, requires_grad=True) for a in (x, w, b))
+            fwd = lambda: torch.nn.functional.layer_norm(xt, (128,), wt, bt)
+            yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+            return fwd, lambda: torch.autograd.grad(yt, (xt, wt, bt), gyt, retain_graph=True)
+        return dict(fwd=lambda: K.layer_norm_forward(x, 128, w, b), bwd=lambda: K.layer_norm_backward(gy, cache),
+                    out=y, elementwise=True, torch=torch_build)
+
+    def linear(xp, rng):
+        x = xp.asarray(rng.standard_normal((B, 64, 128), dtype=f32))
+        w = xp.asarray(rng.standard_normal((384, 128), dtype=f32) * 0.1)
+        y, cache = K.linear_forward(x, w)
+        gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+        flops = 2.0 * B * 64 * 128 * 384
+
+        def torch_build(torch, dev):
+            xt, wt = (torch.tensor(_np(a), device=dev, requires_grad=True) for a in (x, w))
+            fwd = lambda: torch.nn.functional.linear(xt, wt)
+            yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+            return fwd, lambda: torch.autograd.grad(yt, (xt, wt), gyt, retain_graph=True)
+        return dict(fwd=lambda: K.linear_forward(x, w), bwd=lambda: K.linear_backward(gy, cache), out=y,
+                    flops=(flops, 2 * flops), torch=torch_build)
+
+    def attention(xp, rng):
+        q, k, v = (xp.asarray(rng.standard_normal((B, 2, 64, 64), dtype=f32)) for _ in range(3))
+        y, cache = K.sdpa_forward(q, k, v)
+        gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+        flops = 4.0 * B * 2 * 64 * 64 * 64
+
+        def torch_build(torch, dev):
+            qt, kt, vt = (torch.tensor(_np(a), device=dev, requires_grad=True) for a in (q, k, v))
+            fwd = lambda: torch.softmax(qt @ kt.transpose(-2, -1) * 64 ** -0.5, -1) @ vt
+            yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
+            return fwd, lambda: torch.autograd.grad(yt, (qt, kt, vt), gyt, retain_graph=True)
+        return dict(fwd=lambda: K.sdpa_forward(q, k, v), bwd=lambda: K.sdpa_backward(gy, cache), out=y,
+                    flops=(flops, 2 * flops), torch=torch_build)
+
+    def cross_entropy(xp, rng):
+        z = xp.asarray(rng.standard_normal((B, 10), dtype=f32))
+        t = xp.asarray(rng.integers(0, 10, B))
+        loss, cache = K.cross_entropy_forward(z, t, 0.1)
+        gy = xp.asarray(np.float32(1.0))
+
+        def torch_build(torch, dev):
+            zt = torch.tensor(_np(z), device=dev, requires_grad=True)
+            tt = torch.tensor(_np(t), device=dev)
+            fwd = lambda: torch.nn.functional.cross_entropy(zt, tt, label_smoothing=0.1)
+            lt = fwd()
+            return fwd, lambda: torch.autograd.grad(lt, (zt,), retain_graph=True)
+        return dict(fwd=lambda: K.cross_entropy_forward(z, t, 0.1), bwd=lambda: K.cross_entropy_backward(gy, cache),
+                    out=None, torch=torch_build)
+
+    return {
+        "conv1": ("x (B,3,32,32) w (64,3,3,3) s1 p1", conv(3, 64, 32, False)),
+        "relu1": ("(B,64,32,32) channels-last", unary((B, 64, 32, 32), K.relu_forward, K.relu_backward,
+                                                      lambda torch, x: torch.relu(x), channels_last=True)),
+        "pool1": ("(B,64,32,32) k3 s2 p1", pool(64, 32)),
+        "conv2": ("x (B,64,16,16) w (128,64,3,3) s1 p1", conv(64, 128, 16, True)),
+        "pool2": ("(B,128,16,16) k3 s2 p1", pool(128, 16)),
+        "layer_norm": ("(B,64,128) over 128", layer_norm),
+        "linear_qkv": ("(B,64,128) @ (384,128).T", linear),
+        "attention": ("q,k,v (B,2,64,64)", attention),
+        "softmax": ("(B,2,64,64) last axis", unary((B, 2, 64, 64), K.softmax_forward, K.softmax_backward,
+                                                   lambda torch, x: torch.softmax(x, -1))),
+        "gelu": ("(B,64,128) exact (erf)", unary((B, 64, 128), K.gelu_forward, K.gelu_backward,
+                                                 lambda torch, x: torch.nn.functional.gelu(x))),
+        "cross_entropy": ("(B,10) labels, smoothing 0.1", cross_entropy),
+    }
+
+
+def _np(a):
+    from minicct.backend import to_numpy
+    return np.ascontiguousarray(to_numpy(a))
+
+
+def main(args):
+    xp = device_xp(args.device)
+    torch, tdev = (None, None) if args.no_torch else try_torch(args.device)
+    if torch is not None and tdev == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    rng = np.random.default_rng(0)
+    only = {s for s in args.only.split(",") if s}
+    sg = sgemm_gflops(xp, warmup=args.warmup, repeat=args.repeat)
+    print(f"device {args.device}, batch {args.batch}, float32; sgemm 2048^3: {sg:.0f} GFLOP/s"
+          + (f"; torch {torch.__version__} on {tdev}" if torch else "; torch not compared"))
+
+    rows, results = [], []
+    for name, (desc, build) in _cases(args.batch).items():
+        if only and name not in only:
+            continue
+        case = build(xp, rng)
+        fwd_ms = time_ms(case["fwd"], xp, args.warmup, args.repeat)
+        bwd_ms = time_ms(case["bwd"], xp, args.warmup, args.repeat)
+        r = dict(kernel=name, shape=desc, fwd_ms=fwd_ms, bwd_ms=bwd_ms)
+        if case.get("flops"):
+            f, b = case["flops"]
+            r["gflops"] = (f + b) / ((fwd_ms + bwd_ms) * 1e-3) / 1e9
+            r["of_sgemm"] = r["gflops"] / sg
+        if case.get("elementwise"):
+            out = case["out"]
+            dst = xp.empty_like(out)
+            r["x_copy"] = fwd_ms / time_ms(lambda: xp.copyto(dst, out), xp, args.warmup, args.repeat)
+        if torch is not None:
+            tf, tb = case["torch"](torch, tdev)
+            r["torch_fwd_ms"] = time_ms(lambda: (tf(), torch_sync(torch, tdev)), np, args.warmup, args.repeat)
+            r["torch_bwd_ms"] = time_ms(lambda: (tb(), torch_sync(torch, tdev)), np, args.warmup, args.repeat)
+            r["vs_torch"] = (fwd_ms + bwd_ms) / (r["torch_fwd_ms"] + r["torch_bwd_ms"])
+        results.append(r)
+        del case
+        rows.append([name, desc, f"{fwd_ms:.2f}", f"{bwd_ms:.2f}",
+                     f"{r['gflops']:.0f}" if "gflops" in r else "",
+                     f"{100 * r['of_sgemm']:.0f}%" if "of_sgemm" in r else "",
+                     f"{r['x_copy']:.1f}" if "x_copy" in r else "",
+                     f"{r['torch_fwd_ms']:.2f}" if torch else "-",
+                     f"{r['torch_bwd_ms']:.2f}" if torch else "-",
+                     f"{r['vs_torch']:.2f}x" if torch else "-"])
+        print(f"  {name}: fwd {fwd_ms:.2f} ms, bwd {bwd_ms:.2f} ms", flush=True)
+
+    print()
+    print(format_table(["kernel", "shape", "fwd ms", "bwd ms", "GFLOP/s", "of sgemm", "fwd x copy",
+                        "torch fwd", "torch bwd", "ours/torch"], rows))
+    print("\nGFLOP/s: useful (fwd+bwd) FLOPs over fwd+bwd time; 'of sgemm' against the sgemm above."
+          "\nfwd x copy: forward time / one copy of the output (~ memory passes). Medians of "
+          f"{args.repeat} runs; the machine may be shared, so compare within one run.")
+    sg_end = sgemm_gflops(xp, warmup=args.warmup, repeat=args.repeat)
+    print(f"sgemm again at the end: {sg_end:.0f} GFLOP/s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=args.device, batch=args.batch, sgemm_gflops=[sg, sg_end],
+                           results=results), f, indent=1)
+    return 0
