@@ -164,4 +164,37 @@ y = F.drop_path(bt, p=0.5, training=True, generator=np.random.default_rng(2))
 y.backward(Tensor(np.ones(branch.shape)))
 kept_now = [bool(np.any(y.numpy()[n])) for n in range(8)]
 assert all(np.allclose(bt.grad.numpy()[n], 2.0 if k else 0.0) for n, k in enumerate(kept_now))
+
+# --------------------------------------------------------------------------------------------------
+print("\n6. minicct's TransformerEncoderLayer")
+# The same layer as a Module, with the released names: pre_norm, self_attn.qkv, self_attn.proj,
+# norm1, linear1, linear2. We give it random weights (norms included), then run our NumPy layer
+# with exactly those weights.
+from minicct.models import TransformerEncoderLayer
+
+layer = TransformerEncoderLayer(D, H, dim_feedforward=2 * D, dropout=0.0, attention_dropout=0.0, drop_path_rate=0.1)
+sd = {k: 0.1 * rng.standard_normal(v.shape) + (1.0 if k.endswith("norm.weight") or k.endswith("norm1.weight") else 0.0)
+      for k, v in layer.state_dict().items()}
+layer.load_state_dict(sd)
+print(f"   parameters: {', '.join(sd)}")
+
+def layer_released_sd(x, sd):
+    ln = lambda x, name: layer_norm(x, sd[name + ".weight"], sd[name + ".bias"])
+    p = {"qkv": sd["self_attn.qkv.weight"], "proj": sd["self_attn.proj.weight"], "proj_b": sd["self_attn.proj.bias"],
+         "fc1": sd["linear1.weight"], "fc1_b": sd["linear1.bias"], "fc2": sd["linear2.weight"], "fc2_b": sd["linear2.bias"]}
+    x = x + mhsa(ln(x, "pre_norm"), p, H)
+    x = ln(x, "norm1")
+    return x + mlp(x, p)
+
+x = rng.standard_normal((2, 7, D))
+layer.eval()                                                         # eval: no dropout, no drop-path
+theirs = layer(Tensor(x)).numpy()
+assert np.allclose(theirs, layer_released_sd(x, sd), atol=1e-4)
+print("   in eval mode it equals our released-order layer, given the same weights")
+layer.train()                                                        # train: drop-path is live
+x64 = Tensor(rng.standard_normal((64, 7, D)))
+y1, y2 = layer(x64).numpy(), layer(x64).numpy()
+same = [bool(np.allclose(y1[n], y2[n])) for n in range(64)]
+print(f"   in train mode two passes over 64 images agree on {sum(same)} of them (drop-path at rate 0.1)")
+assert 0 < sum(same) < 64
 print("\nAll claims of lesson 11 hold.")

@@ -92,4 +92,22 @@ for patch, paper in [(8, 3.74), (16, 3.89)]:
           f"{n / 1e6:.2f} M parameters (paper {paper} M)")
     assert round(n / 1e6, 2) == paper
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's ViT-Lite")
+# create_model("vit_7_4_32"): ViT-Lite, 7 layers, 4x4 patches, 32x32 images. Its state_dict uses the
+# same names as our dict, so we can copy its (randomly initialised) weights and run both.
+from minicct import Tensor
+from minicct.models import count_params, create_model
+
+model = create_model("vit_7_4_32", num_classes=10)
+sd = model.state_dict()
+assert set(sd) == set(shapes) and all(sd[k].shape == shapes[k] for k in sd)
+assert count_params(model) == total
+print(f"   the same {len(sd)} parameter arrays with the same names and shapes; count_params = {count_params(model):,}")
+model.eval()                                                         # no dropout
+theirs = model(Tensor(img.astype(np.float32))).numpy()
+ours = scratch.forward(img, {k: v.astype(np.float64) for k, v in sd.items()}, cfg)
+print(f"   logits of minicct's model and of ours, same weights: max |diff| {np.abs(theirs - ours).max():.1e}")
+assert np.allclose(theirs, ours, atol=1e-4)
 print("\nAll claims of lesson 12 hold.")

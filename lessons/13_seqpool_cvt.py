@@ -94,4 +94,20 @@ logits = scratch.forward(img, P, cfg)
 print(f"   CVT-7/4 forward: images {img.shape} -> 64 tokens -> 7 layers -> SeqPool -> logits {logits.shape}")
 assert logits.shape == (2, 10) and "classifier.class_emb" not in P
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n4. minicct's SeqPool and CVT")
+from minicct.models import SeqPool, count_params, create_model
+
+pool = SeqPool(D)                                                    # a Linear(D, 1) plus the pooling
+sd = {"weight": rng.standard_normal((1, D)) * 0.1, "bias": np.array([0.3])}
+pool.load_state_dict(sd)
+assert np.allclose(pool(Tensor(x)).numpy(), seq_pool(x, sd["weight"], sd["bias"])[0], atol=1e-5)
+print("   minicct.models.SeqPool equals ours")
+model = create_model("cvt_7_4_32", num_classes=10)
+assert count_params(model) == sum(int(np.prod(s)) for s in scratch.param_shapes(cfg).values())
+model.eval()
+sd = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+assert np.allclose(model(Tensor(img.astype(np.float32))).numpy(), scratch.forward(img, sd, cfg), atol=1e-4)
+print(f"   create_model('cvt_7_4_32'): {count_params(model):,} parameters, same logits as ours with its weights")
 print("\nAll claims of lesson 13 hold.")

@@ -110,4 +110,33 @@ logits = scratch.forward(img, P, cfg)
 print(f"   images {img.shape} -> tokens {tokens.shape} -> 2 layers -> SeqPool -> logits {logits.shape}")
 assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
+
+# --------------------------------------------------------------------------------------------------
+print("\n5. minicct's CCT and its counters")
+# models.count_params and models.count_macs (shape arithmetic only, nothing is run). minicct also
+# counts 5 MACs per LayerNorm element (the fvcore convention behind the paper's numbers), which is
+# the whole difference from our count; models.PAPER_TABLE_11 holds the paper's numbers.
+from minicct import Tensor
+from minicct.models import PAPER_TABLE_11, count_macs, count_params, create_model
+
+NAMES = {"ViT-Lite-7/4": "vit_7_4_32", "CVT-7/4": "cvt_7_4_32", "CCT-2/3x2": "cct_2_3x2_32",
+         "CCT-4/3x2": "cct_4_3x2_32", "CCT-6/3x2": "cct_6_3x2_32", "CCT-7/3x2": "cct_7_3x2_32",
+         "CCT-7/3x1": "cct_7_3x1_32"}
+for name, args, paper_p, paper_m in TABLE:
+    model = create_model(NAMES[name], num_classes=10)
+    c = scratch.config(*args)
+    L = scratch.sequence_length(c) + (0 if c["seq_pool"] else 1)
+    norm_macs = 5 * (2 * c["num_layers"] + 1) * L * c["embedding_dim"]     # 2 norms per layer + the last
+    assert count_params(model) == ours[name][0], name
+    assert count_macs(model, (3, 32, 32)) == ours[name][1] + norm_macs, name
+    assert PAPER_TABLE_11[NAMES[name]] == (paper_p, paper_m), name
+print("   count_params equals ours for all seven; count_macs equals ours + 5 per LayerNorm element;")
+print("   our table of the paper's numbers equals models.PAPER_TABLE_11")
+
+model = create_model("cct_2_3x2_32", num_classes=10)
+model.eval()
+sd = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+theirs = model(Tensor(img.astype(np.float32))).numpy()
+assert np.allclose(theirs, scratch.forward(img, sd, cfg), atol=1e-4)
+print(f"   create_model('cct_2_3x2_32') with its weights copied into ours: the same logits {theirs.shape}")
 print("\nAll claims of lesson 14 hold.")
