@@ -183,6 +183,15 @@ def test_whole_model_gradcheck_catches_a_wrong_gradient():
         gradcheck(fn, [model.classifier.fc.weight, model.classifier.fc.bias])
 
 
+def test_seqpool_bias_gets_no_gradient():
+    """The SeqPool bias shifts every token's score equally, which the softmax cancels."""
+    model = create_model("cvt_2_4_32", **TINY).double().eval()
+    y = model(images())
+    y.backward(minicct.Tensor(np.random.default_rng(1).standard_normal(y.shape), dtype=np.float64))
+    assert abs(model.classifier.attention_pool.bias.grad.item()) < 1e-12
+    assert np.abs(model.classifier.attention_pool.weight.grad.numpy()).max() > 1e-6
+
+
 # ---- modes --------------------------------------------------------------------------------------------
 def test_eval_turns_dropout_and_drop_path_off():
     model = create_model("cct_2_3x2_32", dropout=0.3, attention_dropout=0.3, stochastic_depth=0.5,

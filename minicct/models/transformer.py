@@ -64,6 +64,8 @@ class SeqPool(nn.Linear):
     out = wᵀ @ x. It is a Linear(d, 1) scoring each token (so its weights load as the official
     ``attention_pool.weight`` (1, d) and ``attention_pool.bias`` (1,)), followed by the pooling.
     It replaces the class token: every token contributes to the output, weighted by importance.
+    The bias adds the same number to every score, which the softmax ignores: its gradient is always
+    0 (up to rounding). It is kept because the released weights have it.
     """
 
     def __init__(self, embedding_dim):
