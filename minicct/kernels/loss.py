@@ -8,7 +8,7 @@ The backward is fused with the log-softmax: d loss / dz = (softmax(z) * sum_c t 
 """
 from __future__ import annotations
 
-from minicct.backend import get_array_module
+from minicct.backend import get_array_module, to_numpy
 
 
 def _targets(xp, target, N, C, dtype, label_smoothing):
@@ -18,9 +18,9 @@ def _targets(xp, target, N, C, dtype, label_smoothing):
             raise ValueError(f"cross_entropy: {N} rows of logits but {target.shape[0]} labels")
         if target.dtype.kind not in "iu":
             raise ValueError(f"cross_entropy: class-index targets must be integers, got {target.dtype}")
-        if N and (int(target.min()) < 0 or int(target.max()) >= C):
-            raise ValueError(f"cross_entropy: labels must be in [0, {C}), got min {int(target.min())}, "
-                             f"max {int(target.max())}")
+        lo, hi = (int(v) for v in to_numpy(xp.stack([target.min(), target.max()])))  # one GPU sync
+        if lo < 0 or hi >= C:
+            raise ValueError(f"cross_entropy: labels must be in [0, {C}), got min {lo}, max {hi}")
         t = xp.zeros((N, C), dtype=dtype)
         t[xp.arange(N), target] = 1.0
     elif target.ndim == 2:

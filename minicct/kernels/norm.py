@@ -6,22 +6,44 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from minicct.backend import get_array_module
 
 
-def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
-    """x: (..., *normalized_shape); w, b: normalized_shape or None -> y: shape of x, cache."""
-    xp = get_array_module(x)
+def _check(x, normalized_shape, w, b):
+    """normalized_shape as a tuple, after checking it against x, w and b (ValueError otherwise)."""
     normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                         else tuple(int(d) for d in normalized_shape))
     k = len(normalized_shape)
-    if k == 0 or tuple(x.shape[x.ndim - k:]) != normalized_shape or x.ndim < k:
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != normalized_shape:
         raise ValueError(f"layer_norm: normalized_shape {normalized_shape} must be the trailing "
                          f"dimensions of the input, whose shape is {tuple(x.shape)}")
     for name, p in (("weight", w), ("bias", b)):
         if p is not None and tuple(p.shape) != normalized_shape:
             raise ValueError(f"layer_norm: {name} must have shape {normalized_shape}, got {tuple(p.shape)}")
-    D = math.prod(normalized_shape)
+    return normalized_shape
+
+
+def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
+    """x: (..., *normalized_shape); w, b: normalized_shape or None -> y: shape of x, cache.
+
+    On CuPy one fused kernel (``kernels.cuda``), else ``layer_norm_forward_xp``.
+    """
+    D = math.prod(_check(x, normalized_shape, w, b))
+    if get_array_module(x) is not np:
+        from minicct.kernels import cuda
+        return cuda.layer_norm_forward(x, D, w, b, eps)
+    return _forward_xp(x, D, w, b, eps)
+
+
+def layer_norm_forward_xp(x, normalized_shape, w=None, b=None, eps=1e-5):
+    """The portable layer norm (any array module)."""
+    return _forward_xp(x, math.prod(_check(x, normalized_shape, w, b)), w, b, eps)
+
+
+def _forward_xp(x, D, w, b, eps):
+    xp = get_array_module(x)
     x2 = x.reshape(-1, D)                              # one row per normalised group
     mu = x2.mean(axis=1, keepdims=True)
     xhat = x2 - mu
@@ -34,7 +56,7 @@ def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
     y = xhat * w.reshape(D) if w is not None else xhat.copy()   # xhat itself is kept for backward
     if b is not None:
         y += b.reshape(D)
-    return y.reshape(x.shape), (xhat, rstd, w, b is not None, x.shape)
+    return y.reshape(x.shape), ("xp", xhat, rstd, w, b is not None, x.shape)
 
 
 def layer_norm_backward(gy, cache):
@@ -43,11 +65,14 @@ def layer_norm_backward(gy, cache):
     With g = gy * w:  gx = rstd * (g - mean(g) - xhat * mean(g * xhat))   (means over the row).
     """
     xp = get_array_module(gy)
-    xhat, rstd, w, has_bias, x_shape = cache
+    _, xhat, rstd, w, has_bias, x_shape = cache
     D = xhat.shape[1]
     gy2 = gy.reshape(-1, D)
-    gw = xp.einsum("ij,ij->j", gy2, xhat).reshape(w.shape) if w is not None else None
+    gw = (gy2 * xhat).sum(axis=0).reshape(w.shape) if w is not None else None
     gb = gy2.sum(axis=0).reshape(w.shape if w is not None else (D,)) if has_bias else None
+    if cache[0] == "cuda":
+        from minicct.kernels import cuda
+        return cuda.layer_norm_backward_gx(gy2, cache).reshape(x_shape), gw, gb
     g = gy2 * w.reshape(D) if w is not None else gy2.copy()
     mean_g = g.mean(axis=1, keepdims=True)
     mean_gx = xp.einsum("ij,ij->i", g, xhat)[:, None]

@@ -14,6 +14,10 @@ one position; where windows overlap, the slices of the different offsets are add
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
+
 from minicct.backend import get_array_module
 from minicct.kernels._util import pair, check_positive, check_nonnegative, check_ndim
 from minicct.kernels.conv import conv_output_size
@@ -52,13 +56,19 @@ def _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
                 yield i * KW + j, (Ellipsis, oi, oj), (Ellipsis, xi, xj)
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    """x: (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w).
+class PoolGeometry(NamedTuple):
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    OH: int
+    OW: int
 
-    Returns y: (N, C, OH, OW) and the cache for ``max_pool2d_backward`` (the winning offset of
-    each window, one byte each).
-    """
-    xp = get_array_module(x)
+
+def pool_geometry(x, kernel_size, stride=None, padding=0):
+    """Check the arguments of max_pool2d (ValueError naming them) and work out the output size."""
     check_ndim(x, 4, "max_pool2d input x", "(N, C, H, W)")
     KH, KW = pair(kernel_size, "kernel_size")
     sh, sw = pair(kernel_size if stride is None else stride, "stride")
@@ -73,8 +83,32 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     if KH > H + 2 * ph or KW > W + 2 * pw:
         raise ValueError(f"max_pool2d: kernel {(KH, KW)} is larger than the padded input "
                          f"{(H + 2 * ph, W + 2 * pw)} (x shape {tuple(x.shape)}, padding {(ph, pw)})")
-    OH, OW = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
+    return PoolGeometry(KH, KW, sh, sw, ph, pw, conv_output_size(H, KH, sh, ph),
+                        conv_output_size(W, KW, sw, pw))
 
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """x: (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w).
+
+    Returns y: (N, C, OH, OW) and the cache for ``max_pool2d_backward`` (the winning offset of
+    each window). On CuPy this is one fused kernel (``kernels.cuda``), else ``max_pool2d_forward_xp``.
+    """
+    g = pool_geometry(x, kernel_size, stride, padding)
+    if get_array_module(x) is not np:
+        from minicct.kernels import cuda
+        return cuda.max_pool2d_forward(x, g)
+    return _forward_xp(x, g)
+
+
+def max_pool2d_forward_xp(x, kernel_size, stride=None, padding=0):
+    """The portable max_pool2d (any array module): KH*KW whole-array steps."""
+    return _forward_xp(x, pool_geometry(x, kernel_size, stride, padding))
+
+
+def _forward_xp(x, g):
+    xp = get_array_module(x)
+    KH, KW, sh, sw, ph, pw, OH, OW = g
+    N, C, H, W = x.shape
     if not x.strides[1] < x.strides[3]:
         # Work channels-last: a slice with stride sw along W is then runs of C contiguous values
         # (NumPy's inner loops are fast on those), instead of single values sw apart.
@@ -91,14 +125,16 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         # k grows along the loop, so "k where better, else keep" is a maximum (no branches).
         xp.maximum(arg[o], xp.multiply(better, k, dtype=idx_dtype), out=arg[o])
         xp.maximum(ys, win, out=ys)
-    return y, (arg, x.shape, (KH, KW), (sh, sw), (ph, pw))
+    return y, ("xp", arg, x.shape, g)
 
 
 def max_pool2d_backward(gy, cache):
     """gy: (N, C, OH, OW) -> gx: (N, C, H, W); each gy goes to its window's (first) maximum."""
-    arg, (N, C, H, W), (KH, KW), (sh, sw), (ph, pw) = cache
+    if cache[0] == "cuda":
+        from minicct.kernels import cuda
+        return cuda.max_pool2d_backward(gy, cache)
+    _, arg, (N, C, H, W), (KH, KW, sh, sw, ph, pw, OH, OW) = cache
     xp = get_array_module(gy)
-    OH, OW = gy.shape[2:]
     gx = xp.zeros((N, H, W, C), gy.dtype).transpose(0, 3, 1, 2)   # channels-last, like forward
     for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
         # The elements of one offset's slice are distinct, so += is exact; overlaps between
