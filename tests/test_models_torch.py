@@ -154,13 +154,17 @@ def test_full_size_cct_7_3x1_logits_match_pytorch():
 def test_torch_saved_state_dict_loads_into_minicct(tmp_path):
     """A checkpoint written by torch.save (as the released ones are) gives the same logits here."""
     _, theirs = build_pair("cvt_2_4_32", **TINY)
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for p in theirs.parameters():
-            p.normal_()
+        for p in theirs.parameters():   # weights unlike minicct's own init
+            p.normal_(generator=gen)
     torch.save(theirs.state_dict(), tmp_path / "w.pth")
     ours = models.create_model("cvt_2_4_32", **TINY).double().eval()
     models.load_checkpoint(ours, tmp_path / "w.pth")
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
     with torch.no_grad():
         ref = theirs(torch.from_numpy(x)).numpy()
-    assert np.allclose(ours(minicct.Tensor(x, dtype=np.float64)).numpy(), ref, **CLOSE)
+    got = ours(minicct.Tensor(x, dtype=np.float64)).numpy()
+    # Weights ~N(0, 1) give logits ~10 and push GELU far out, where the erf approximation's error
+    # is largest: compare on the logits' scale.
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
