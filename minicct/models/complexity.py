@@ -10,6 +10,8 @@ and runs nothing. What it counts, per image:
   (without it CCT-6/3x1 comes out at 1.01 G instead of 1.02 G).
 
 Not counted: activations, softmax, pooling, residual and positional additions, dropout.
+
+    python -c "from minicct.models import format_size_table; print(format_size_table())"
 """
 from __future__ import annotations
 
@@ -72,6 +74,3 @@ def format_size_table(rows=None):
         lines.append(f"| {name} | {p:.2f} | {pp:.2f} | {m:.2f} | {pm:.2f} |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":  # python -m minicct.models.complexity
-    print(format_size_table())
