@@ -73,4 +73,3 @@ def format_size_table(rows=None):
     for name, p, m, pp, pm in rows:
         lines.append(f"| {name} | {p:.2f} | {pp:.2f} | {m:.2f} | {pm:.2f} |")
     return "\n".join(lines)
-
