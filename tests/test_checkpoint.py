@@ -39,8 +39,8 @@ def test_save_load_round_trip(tmp_path, suffix):
     nn.init.manual_seed(1)
     b = create_model("cct_2_3x2_32", **TINY)
     assert not np.allclose(logits(a), logits(b))
-    models.save_checkpoint(a, tmp_path / f"w{suffix}")
-    assert models.load_checkpoint(b, tmp_path / f"w{suffix}") == ([], [])
+    models.save_weights(a, tmp_path / f"w{suffix}")
+    assert models.load_weights(b, tmp_path / f"w{suffix}") == ([], [])
     assert np.array_equal(logits(a), logits(b))
     back = models.read_state_dict(tmp_path / f"w{suffix}")
     assert list(back) == list(a.state_dict())      # order kept
@@ -48,7 +48,7 @@ def test_save_load_round_trip(tmp_path, suffix):
 
 def test_sine_table_travels_in_the_state_dict(tmp_path):
     m = create_model("cvt_2_4_32_sine", **TINY)
-    models.save_checkpoint(m, tmp_path / "s.npz")
+    models.save_weights(m, tmp_path / "s.npz")
     assert "classifier.positional_emb" in models.read_state_dict(tmp_path / "s.npz")
 
 
@@ -95,10 +95,10 @@ def test_pth_records_are_64_byte_aligned(tmp_path):
 
 # ---- the official layout --------------------------------------------------------------------------
 def test_load_reports_wrong_architecture_by_name(tmp_path):
-    models.save_checkpoint(create_model("cct_2_3x2_32", **TINY), tmp_path / "w.npz")
+    models.save_weights(create_model("cct_2_3x2_32", **TINY), tmp_path / "w.npz")
     other = create_model("cct_2_3x2_32", **dict(TINY, num_layers=1, embedding_dim=8))
     with pytest.raises(nn.StateDictError) as e:
-        models.load_checkpoint(other, tmp_path / "w.npz")
+        models.load_weights(other, tmp_path / "w.npz")
     msg = str(e.value)
     assert "classifier.blocks.1.pre_norm.weight" in msg          # unexpected
     assert "classifier.fc.weight: checkpoint (10, 16), model (10, 8)" in msg
@@ -107,11 +107,11 @@ def test_load_reports_wrong_architecture_by_name(tmp_path):
 # ---- positional embeddings of another length --------------------------------------------------------
 def test_learnable_embedding_of_another_length_is_an_error_or_resized(tmp_path):
     small = create_model("vit_2_4_32", **TINY)                   # 2x2 patches + class token
-    models.save_checkpoint(small, tmp_path / "w.pth")
+    models.save_weights(small, tmp_path / "w.pth")
     big = create_model("vit_2_4_32", **dict(TINY, img_size=16))  # 4x4 patches + class token
     with pytest.raises(nn.StateDictError, match="resize_pos_embed=True"):
-        models.load_checkpoint(big, tmp_path / "w.pth")
-    models.load_checkpoint(big, tmp_path / "w.pth", resize_pos_embed=True)
+        models.load_weights(big, tmp_path / "w.pth")
+    models.load_weights(big, tmp_path / "w.pth", resize_pos_embed=True)
     pe_small = small.classifier.positional_emb.numpy()
     pe_big = big.classifier.positional_emb.numpy()
     assert pe_big.shape == (1, 17, 16)
@@ -120,10 +120,10 @@ def test_learnable_embedding_of_another_length_is_an_error_or_resized(tmp_path):
 
 
 def test_sine_table_of_another_length_is_rebuilt(tmp_path):
-    models.save_checkpoint(create_model("cct_2_3x2_32_sine", **TINY), tmp_path / "w.npz")
+    models.save_weights(create_model("cct_2_3x2_32_sine", **TINY), tmp_path / "w.npz")
     big = create_model("cct_2_3x2_32_sine", **dict(TINY, img_size=16))
     before = big.classifier.positional_emb.numpy()
-    models.load_checkpoint(big, tmp_path / "w.npz")
+    models.load_weights(big, tmp_path / "w.npz")
     assert np.array_equal(big.classifier.positional_emb.numpy(), before)
 
 
@@ -156,7 +156,7 @@ def test_resize_pos_embed_matches_torch_interpolate():
 @needs_torch
 def test_torch_loads_what_we_write(tmp_path):
     m = create_model("cct_2_3x2_32", **TINY)
-    models.save_checkpoint(m, tmp_path / "w.pth")
+    models.save_weights(m, tmp_path / "w.pth")
     for kwargs in (dict(weights_only=True), dict(weights_only=False), dict(mmap=True, weights_only=True)):
         loaded = torch.load(tmp_path / "w.pth", **kwargs)
         assert list(loaded) == list(m.state_dict())
@@ -254,7 +254,7 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="could not read"):
         ckpt.read_pth(tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="extension"):
-        models.save_checkpoint(OrderedDict(), tmp_path / "w.h5")
+        models.save_weights(OrderedDict(), tmp_path / "w.h5")
 
 
 def test_pickle_cannot_modify_the_objects_the_reader_makes(tmp_path):

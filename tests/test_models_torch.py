@@ -160,7 +160,7 @@ def test_torch_saved_state_dict_loads_into_minicct(tmp_path):
             p.normal_(generator=gen)
     torch.save(theirs.state_dict(), tmp_path / "w.pth")
     ours = models.create_model("cvt_2_4_32", **TINY).double().eval()
-    models.load_checkpoint(ours, tmp_path / "w.pth")
+    models.load_weights(ours, tmp_path / "w.pth")
     x = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
     with torch.no_grad():
         ref = theirs(torch.from_numpy(x)).numpy()

@@ -20,9 +20,9 @@ __all__ = ["Tokenizer", "TransformerEncoderLayer", "TransformerClassifier", "Seq
            "sinusoidal_embedding", "CompactTransformer", "CCT", "CVT", "ViTLite", "create_model",
            "list_models", "model_config", "VARIANTS", "SIZES", "count_params", "count_macs",
            "PAPER_TABLE_11", "format_size_table"]
-from minicct.models.checkpoint import (save_checkpoint, load_checkpoint, read_state_dict, read_pth,
+from minicct.models.checkpoint import (save_weights, load_weights, read_state_dict, read_pth,
                                        write_pth, save_npz, load_npz, resize_pos_embed,
                                        CheckpointError)
 
-__all__ += ["save_checkpoint", "load_checkpoint", "read_state_dict", "read_pth", "write_pth",
+__all__ += ["save_weights", "load_weights", "read_state_dict", "read_pth", "write_pth",
             "save_npz", "load_npz", "resize_pos_embed", "CheckpointError"]

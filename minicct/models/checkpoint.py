@@ -1,7 +1,10 @@
-"""Checkpoints: save and load weights as ``.npz`` (NumPy) or ``.pth`` (PyTorch), without torch.
+"""Model weights: save and load a state_dict as ``.npz`` (NumPy) or ``.pth`` (PyTorch), without torch.
 
-    save_checkpoint(model, "cct.npz")                    # or "cct.pth": torch.load can read it
-    load_checkpoint(model, "cct_7_3x1_32_cifar10_300epochs.pth")   # an official checkpoint
+    save_weights(model, "cct.npz")                    # or "cct.pth": torch.load can read it
+    load_weights(model, "cct_7_3x1_32_cifar10_300epochs.pth")   # an official checkpoint
+
+(Training checkpoints — weights plus optimizer, schedule and data-loader state — are
+``minicct.training.checkpoint``'s business; these functions move the weights alone.)
 
 The names and array layouts are the official ones, so a state_dict moves between minicct and the
 released PyTorch code by name.
@@ -477,14 +480,14 @@ def adapt_state_dict(model, state_dict, resize_pos_embed=False):
     return state
 
 
-def load_checkpoint(model, path, strict=True, resize_pos_embed=False):
+def load_weights(model, path, strict=True, resize_pos_embed=False):
     """Load an ``.npz`` or ``.pth`` checkpoint into ``model`` (see ``Module.load_state_dict``).
     Returns ``LoadResult(missing_keys, unexpected_keys)``."""
     state = adapt_state_dict(model, read_state_dict(path), resize_pos_embed=resize_pos_embed)
     return model.load_state_dict(state, strict=strict)
 
 
-def save_checkpoint(model_or_state, path):
+def save_weights(model_or_state, path):
     """Save a model's state_dict (or a state_dict) to ``.npz`` or, for ``.pth``/``.pt``, to a
     torch.save-compatible file."""
     state = model_or_state.state_dict() if isinstance(model_or_state, Module) else model_or_state
