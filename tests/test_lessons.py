@@ -13,7 +13,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-TIMEOUT_S = 180  # a lesson should take <= 60 s on 2 cores; this leaves room on a busy machine
+TIMEOUT_S = 600  # a lesson takes <= 60 s on 2 free cores; a busy shared machine can be several times slower
 
 
 def test_lessons_are_found():
