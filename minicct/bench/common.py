@@ -33,14 +33,39 @@ def time_ms(fn, xp=np, warmup=2, repeat=7):
     return 1e3 * statistics.median(times)
 
 
-def sgemm_gflops(xp, n=2048, warmup=2, repeat=7):
-    """GFLOP/s of one large float32 matrix product (n x n x n), the ceiling for GEMM-bound kernels."""
+def time_interleaved_ms(fns, xp=np, warmup=2, repeat=7):
+    """Median ms of each fn in a dict, timed round-robin (one call of each per round).
+
+    On a shared machine the load drifts; interleaving makes the ratios between the fns (kernel vs
+    sgemm vs torch) fair even when the absolute numbers move.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(xp)
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(xp)
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def sgemm(xp, n=2048):
+    """(fn, flops): one large float32 matrix product (n x n x n), the ceiling for GEMM-bound kernels."""
     rng = np.random.default_rng(0)
     a = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
     b = xp.asarray(rng.standard_normal((n, n), dtype=np.float32))
     out = xp.empty((n, n), dtype=np.float32)
-    ms = time_ms(lambda: xp.matmul(a, b, out=out), xp, warmup, repeat)
-    return 2.0 * n ** 3 / (ms * 1e-3) / 1e9
+    return (lambda: xp.matmul(a, b, out=out)), 2.0 * n ** 3
+
+
+def sgemm_gflops(xp, n=2048, warmup=2, repeat=7):
+    """GFLOP/s of one large float32 matrix product (n x n x n)."""
+    fn, flops = sgemm(xp, n)
+    return flops / (time_ms(fn, xp, warmup, repeat) * 1e-3) / 1e9
 
 
 def device_xp(device):

@@ -80,11 +80,32 @@ def gelu_backward(gy, cache):
     return gelu_backward_xp(gy, cache)
 
 
+_BLOCK = 1 << 15   # elements per block: a block's few temporaries stay in the L2 cache
+
+
 def gelu_forward_xp(x, approximate="none"):
-    """The portable GELU (any array module): about 20 whole-array passes, each in place."""
+    """The portable GELU (any array module): about 20 elementwise steps, each in place.
+
+    On NumPy the steps run block by block, so the ~20 passes read and write the cache, not memory
+    (memory sees about 4 passes: x in, y, cdf and e out); this roughly halves the time.
+    """
     xp = get_array_module(x)
     if approximate == "tanh":
         return _gelu_tanh_forward(x)
+    if xp is not np or x.size <= _BLOCK:
+        return _gelu_erf(x)
+    xf = np.ascontiguousarray(x).reshape(-1)
+    y, cdf, e = (np.empty(x.shape, x.dtype) for _ in range(3))
+    yf, cf, ef = y.reshape(-1), cdf.reshape(-1), e.reshape(-1)
+    for s in range(0, xf.size, _BLOCK):
+        b = slice(s, s + _BLOCK)
+        yf[b], (_, _, cf[b], ef[b]) = _gelu_erf(xf[b])
+    return y, ("none", x, cdf, e)
+
+
+def _gelu_erf(x):
+    """x * Phi(x) through erf, on one array (or block); returns y and the cache for backward."""
+    xp = get_array_module(x)
     u = xp.abs(x)
     u *= _SQRT_HALF
     q, e = _erfc_tail(u)           # q = erfc(|x|/sqrt2), e = exp(-x^2/2)
