@@ -124,3 +124,13 @@ def test_float32_forward_close_to_float64(rng, xp):
         y32 = to_numpy(fn(xp.asarray(x, dtype=np.float32))[0])
         assert y32.dtype == np.float32
         assert np.abs(y32 - y64).max() <= 1e-5 * np.abs(y64).max(), fn.__name__
+
+
+def test_gelu_blockwise_equals_whole_array(rng):
+    from minicct.kernels.activation import _BLOCK, _gelu_erf, gelu_backward
+    x = rng.standard_normal((3, _BLOCK + 7)).astype(np.float32)[:, ::2]     # odd size, not contiguous
+    y, cache = gelu_forward_xp(x)
+    y_ref, cache_ref = _gelu_erf(x)
+    np.testing.assert_array_equal(y, y_ref)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_array_equal(gelu_backward(gy, cache), gelu_backward(gy, cache_ref))
