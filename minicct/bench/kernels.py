@@ -3,7 +3,7 @@
 CCT-2/3x2 on 32x32 images: conv 3->64 3x3 s1 p1 on 32x32, max-pool 3/2/1, conv 64->128 on 16x16,
 max-pool, then 64 tokens x 128 wide, 2 heads, MLP ratio 1, 10 classes. For each kernel: median
 forward and backward ms, GFLOP/s for the GEMM-bound ones beside the sgemm measured in the same run,
-"x copy" (forward time over one copy of the output: ~memory passes) for elementwise ones, and,
+"x copy" (forward time over a copy of the output into a new array: ~memory passes) for elementwise ones, and,
 when torch is importable, torch's times for the same op and the ratio minicct / torch.
 Inputs have the memory layout they have inside the model (conv outputs are channels-last).
 """
@@ -80,7 +80,8 @@ def _cases(B):
             if channels_last:
                 x = _channels_last(xp, x)
             y, cache = ours_fwd(x)
-            gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
+            gy = xp.empty_like(y)       # the upstream gradient has the output's memory order
+            gy[...] = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
 
             def torch_build(torch, dev):
                 xt = torch.tensor(_np(x), device=dev, requires_grad=True)
@@ -194,8 +195,9 @@ def main(args):
             fns["sgemm"] = sg_fn
         if case.get("elementwise"):
             out = case["out"]
-            dst = xp.empty_like(out)
-            fns["copy"] = lambda: xp.copyto(dst, out)
+            # Reference pass: a copy into a new array, as every out-of-place op must make one
+            # (on a CPU a fresh large array costs page faults, which a kernel pays too).
+            fns["copy"] = lambda: xp.array(out, copy=True)    # keeps the memory order ('K')
         if torch is not None:
             tf, tb = case["torch"](torch, tdev)
             fns["torch_fwd"] = lambda: (tf(), torch_sync(torch, tdev))
@@ -228,8 +230,8 @@ def main(args):
     print(format_table(["kernel", "shape", "fwd ms", "bwd ms", "GFLOP/s", "sgemm", "of sgemm",
                         "fwd x copy", "torch fwd", "torch bwd", "ours/torch"], rows))
     print("\nGFLOP/s: useful FLOPs of forward + backward over their time; 'sgemm': GFLOP/s of a 2048^3"
-          "\nfloat32 matmul timed round-robin with that kernel; 'fwd x copy': forward time over one copy"
-          "\nof its output (~ memory passes). Medians of "
+          "\nfloat32 matmul timed round-robin with that kernel; 'fwd x copy': forward time over copying its"
+          "\noutput into a new array (~ memory passes). Medians of "
           f"{args.repeat} rounds; ratios are within a row's rounds.")
     if args.json:
         with open(args.json, "w") as f:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicct import backend
 from minicct.backend import get_array_module
 
 _rng = np.random.default_rng()
+_cupy_seed = None   # a manual_seed not yet given to CuPy (it may not be imported yet)
 
 
 def manual_seed(seed):
-    """Seed the generator used when no ``generator`` is passed (and CuPy's, once CuPy is in use)."""
-    global _rng
+    """Seed the generator used when no ``generator`` is passed, on the CPU and (at its next draw)
+    on the GPU."""
+    global _rng, _cupy_seed
     _rng = np.random.default_rng(seed)
-    if backend._cupy is not None:
-        backend._cupy.random.seed(seed)
+    _cupy_seed = seed
 
 
 def _uniform(xp, shape, dtype, generator):
@@ -29,6 +29,10 @@ def _uniform(xp, shape, dtype, generator):
         return (generator or _rng).random(shape, dtype=dtype)
     if generator is not None:   # a host Generator asked for: draw there, then copy (reproducible)
         return xp.asarray(generator.random(shape, dtype=dtype))
+    global _cupy_seed
+    if _cupy_seed is not None:
+        xp.random.seed(_cupy_seed)
+        _cupy_seed = None
     return xp.random.random_sample(shape, dtype=dtype)
 
 

@@ -135,6 +135,9 @@ def max_pool2d_backward(gy, cache):
         return cuda.max_pool2d_backward(gy, cache)
     _, arg, (N, C, H, W), (KH, KW, sh, sw, ph, pw, OH, OW) = cache
     xp = get_array_module(gy)
+    if not gy.strides[1] < gy.strides[3]:
+        # One copy into arg's channels-last order, instead of KH*KW passes over mismatched strides.
+        gy = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     gx = xp.zeros((N, H, W, C), gy.dtype).transpose(0, 3, 1, 2)   # channels-last, like forward
     for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
         # The elements of one offset's slice are distinct, so += is exact; overlaps between
