@@ -14,7 +14,8 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     attention.py   scaled dot-product attention (one fused backward)
     loss.py        cross_entropy (class indices or soft targets, label smoothing)
     linear.py      linear (PyTorch's (out, in) weight layout)
-    cuda.py        CuPy-only fused fast paths, chosen automatically for CuPy arrays
+    cuda.py        CuPy-only fused kernels (gelu, max_pool2d, layer_norm), chosen automatically
+                   for CuPy arrays; each ``*_xp`` function is the portable twin they are tested against
 """
 from minicct.kernels.conv import conv2d_forward, conv2d_backward, conv_output_size
 from minicct.kernels.pool import max_pool2d_forward, max_pool2d_backward
