@@ -13,8 +13,8 @@ What it builds on
 
 Run it:
     python lessons/17_training_cct.py             # ~20-40 s: a narrow CCT-2 on 16x16 `shapes`
-    python lessons/17_training_cct.py --full      # CCT-2/3x2 on 32x32 `shapes`, 12 epochs:
-                                                  #   tens of minutes on 2 CPU cores, ~90% accuracy
+    python lessons/17_training_cct.py --full      # CCT-2/3x2 on 32x32 `shapes`, 12 epochs: about
+                                                  #   10 minutes on 2 CPU cores, ~60% test accuracy
     python lessons/17_training_cct.py --cifar10   # CCT-2/3x2 on CIFAR-10 with the paper's recipe
                                                   #   (310 epochs: days on a CPU, hours on a GPU;
                                                   #   --epochs N for a shorter schedule)
@@ -41,7 +41,7 @@ from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
 OUT = pathlib.Path(__file__).resolve().parent / "output"
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--full", action="store_true", help="CCT-2/3x2 on 32x32 shapes for 12 epochs (tens of minutes)")
+parser.add_argument("--full", action="store_true", help="CCT-2/3x2 on 32x32 shapes for 12 epochs (about 10 minutes on 2 cores)")
 parser.add_argument("--cifar10", action="store_true", help="CCT-2/3x2 on CIFAR-10, the paper's recipe (downloads 170 MB once)")
 parser.add_argument("--epochs", type=int, default=None, help="epochs of the cosine for --full / --cifar10")
 parser.add_argument("--steps", type=int, default=150, help="training steps of the default short run")
@@ -57,7 +57,8 @@ np.random.seed(0)
 # --------------------------------------------------------------------------------------------------
 print("1. Data and model")
 if args.cifar10:
-    # The paper's CIFAR-10 recipe (minicct's `python -m minicct.train cifar10` uses the same numbers).
+    # The paper's CIFAR-10 recipe (minicct's `python -m minicct.train cifar10` uses the same numbers,
+    # and adds what a long run needs: checkpoints, --resume, mixing switched off from epoch 175).
     R = dict(dataset="cifar10", img=32, width={}, batch=128, lr=5.5e-4, wd=0.06, warmup=10, cooldown=10,
              epochs=args.epochs or 300, aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, reprob=0.25)
 elif args.full:
@@ -161,8 +162,9 @@ for name, row in zip(train.classes, confusion):
     print(f"   {name:>9} " + " ".join(f"{v:6d}" for v in row))
 first, last = np.mean(losses[:20]), np.mean(losses[-20:])
 print(f"   training loss {first:.3f} -> {last:.3f} (ln {C} = {np.log(C):.3f} is a guess)")
-assert last < first - 0.1, "the training loss should clearly fall"
-assert acc > 1.5 / C, "the model should beat chance clearly"
+if per_step or sched.total_epochs >= 10:  # (a 1-epoch smoke run of --full spends it all in warmup)
+    assert last < first - 0.1, "the training loss should clearly fall"
+    assert acc > 1.5 / C, "the model should beat chance clearly"
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. Saving the weights and the loss curve")
