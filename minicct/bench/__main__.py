@@ -1,5 +1,6 @@
 """python -m minicct.bench [subcommand] [options]   (see minicct/bench/__init__.py)
 
+    python -m minicct.bench                          # = step: a CCT training step vs PyTorch
     python -m minicct.bench kernels --device cpu     # each kernel at CCT-2 shapes, vs sgemm and torch
 """
 from __future__ import annotations
@@ -10,9 +11,10 @@ import sys
 
 # name -> (module, one-line help). A module provides add_arguments(parser) and main(args).
 SUBCOMMANDS = {
+    "step": ("minicct.bench.step", "a CCT training step (and evaluation, memory, data epoch) vs PyTorch"),
     "kernels": ("minicct.bench.kernels", "time every kernel at CCT-2 shapes (forward, backward)"),
 }
-DEFAULT = "kernels"   # used when no subcommand is given
+DEFAULT = "step"   # used when no subcommand is given
 
 
 def build_parser():

@@ -1,0 +1,513 @@
+"""python -m minicct.bench [step]: one CCT training step, as the trainer runs it, against PyTorch.
+
+For each model (default ``cct_2_3x2_32`` then ``cct_7_3x1_32`` with fewer repetitions), batch 128:
+
+* the training step: ``cross_entropy(model(x), y)``, ``backward()``, ``AdamW.step()``, ``zero_grad()``
+  (train mode: attention dropout and drop-path on, soft targets as Mixup makes them), median ms,
+  images/s, effective GFLOP/s and that rate as a fraction of a large sgemm measured in the same run;
+* evaluation images/s (eval mode, no graph);
+* peak resident memory of training, each framework in a fresh child process;
+* with PyTorch importable, the same network written below in plain ``torch.nn``, loaded from
+  minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
+  the other), so both see the same machine load; the ratio minicct / PyTorch.
+
+Then one epoch of the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2
+worker processes) on its own, and a training epoch fed by it, against 390 x the step time.
+
+FLOPs are counted, not measured: ``minicct.models.count_macs`` (conv and linear MACs, the two
+attention products, layer-norm at 5 per element) x 2 FLOP per MAC x 3 for a training step (the
+backward pass costs about twice the forward). The machine may be shared: compare within one run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minicct import backend
+from minicct.bench.common import format_table, sgemm_gflops, sync, try_torch, torch_sync
+
+DEFAULT_MODELS = ("cct_2_3x2_32", "cct_7_3x1_32")
+STEPS_PER_EPOCH = 390   # 50,000 CIFAR-10 images / 128, last partial batch dropped
+
+
+def add_arguments(p):
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated model names (the first gets --repeat, the others --repeat-large)")
+    p.add_argument("--batch", type=int, default=128, help="training (and evaluation) batch size")
+    p.add_argument("--repeat", type=int, default=10, help="timed steps of the first model (median)")
+    p.add_argument("--repeat-large", type=int, default=3, help="timed steps of the other models")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory measurement (child processes)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding cifar-10-batches-py (default: data/); synthetic images otherwise")
+    p.add_argument("--workers", type=int, default=2, help="data worker processes (the trainer's default)")
+    p.add_argument("--epoch-steps", type=int, default=STEPS_PER_EPOCH,
+                   help="steps of the fed training epoch (0: skip the data-pipeline measurements)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run on tiny settings (batch 4, 1 step, a few data batches): for tests")
+    p.add_argument("--json", default="", help="also write the results to this JSON file")
+    p.add_argument("--memory-child", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
+                   help=__import__("argparse").SUPPRESS)   # internal: one memory measurement
+
+
+# ---- the minicct side -----------------------------------------------------------------------------
+def make_batch(batch, num_classes=10, seed=0):
+    """Host arrays: images x (batch, 3, 32, 32) float32 ~ N(0, 1) and soft targets y (batch, C), as
+    Mixup with label smoothing 0.1 makes them (two classes per row, weights lam and 1 - lam)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    eps, lam = 0.1, 0.7
+    a, b = rng.integers(0, num_classes, batch), rng.integers(0, num_classes, batch)
+    y = np.full((batch, num_classes), eps / num_classes, np.float32)
+    y[np.arange(batch), a] += lam * (1 - eps)
+    y[np.arange(batch), b] += (1 - lam) * (1 - eps)
+    return x, y
+
+
+class MinicctRunner:
+    """A model, its AdamW (timm's no-decay groups, the recipe's lr and decay) and one batch on device."""
+
+    def __init__(self, name, batch, device, seed=0):
+        import minicct
+        from minicct import models
+        from minicct.optim import AdamW, param_groups_weight_decay
+        minicct.nn.init.manual_seed(seed)
+        self.xp = backend.xp_for(device)
+        self.model = models.create_model(name).to(device)
+        self.model.train()
+        self.opt = AdamW(param_groups_weight_decay(self.model, 0.06), lr=5.5e-4)
+        x, y = make_batch(batch, seed=seed)
+        self.x = minicct.Tensor(x, device=device)
+        self.y = minicct.Tensor(y, device=device)
+
+    def step(self):
+        """One training step, as ``minicct.training.trainer.train_one_epoch`` runs it."""
+        from minicct import functional as F
+        loss = F.cross_entropy(self.model(self.x), self.y)
+        value = float(loss.item())
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        sync(self.xp)
+        return value
+
+    def evaluate(self):
+        import minicct
+        self.model.eval()
+        with minicct.no_grad():
+            logits = self.model(self.x).data
+        sync(self.xp)
+        self.model.train()
+        return logits
+
+
+# ---- the PyTorch twin -----------------------------------------------------------------------------
+def torch_twin(model, torch):
+    """The same CCT in plain ``torch.nn`` (official module names), built from a minicct CCT: every
+    size and dropout rate is read from the minicct modules, and the weights come from its state_dict
+    (``strict=True``: every name and shape must match)."""
+    tnn, TF = torch.nn, torch.nn.functional
+
+    class DropPath(tnn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if not self.training or self.p == 0:
+                return x
+            keep = 1.0 - self.p
+            mask = (torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < keep).to(x.dtype)
+            return x * mask / keep
+
+    class Attention(tnn.Module):
+        def __init__(self, a):
+            super().__init__()
+            self.heads = a.num_heads
+            self.qkv = tnn.Linear(a.dim, 3 * a.dim, bias=False)
+            self.attn_drop = tnn.Dropout(a.attn_drop.p)
+            self.proj = tnn.Linear(a.dim, a.dim)
+            self.proj_drop = tnn.Dropout(a.proj_drop.p)
+
+        def forward(self, x):
+            n, length, c = x.shape
+            q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+            attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
+            x = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(n, length, c)
+            return self.proj_drop(self.proj(x))
+
+    class Layer(tnn.Module):
+        def __init__(self, b):
+            super().__init__()
+            d, ff = b.linear1.in_features, b.linear1.out_features
+            self.pre_norm = tnn.LayerNorm(d)
+            self.self_attn = Attention(b.self_attn)
+            self.linear1 = tnn.Linear(d, ff)
+            self.dropout1 = tnn.Dropout(b.dropout1.p)
+            self.norm1 = tnn.LayerNorm(d)
+            self.linear2 = tnn.Linear(ff, d)
+            self.dropout2 = tnn.Dropout(b.dropout2.p)
+            self.drop_path = DropPath(getattr(b.drop_path, "p", 0.0))
+
+        def forward(self, x):   # the released order: norm1 on the residual stream
+            x = self.norm1(x + self.drop_path(self.self_attn(self.pre_norm(x))))
+            y = self.linear2(self.dropout1(TF.gelu(self.linear1(x))))
+            return x + self.drop_path(self.dropout2(y))
+
+    class Tokenizer(tnn.Module):
+        def __init__(self, tok):
+            super().__init__()
+            blocks = []
+            for conv, act, pool in tok.conv_layers:
+                blocks.append(tnn.Sequential(
+                    tnn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                               conv.padding, bias=conv.bias is not None),
+                    tnn.ReLU(), tnn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding)))
+            self.conv_layers = tnn.Sequential(*blocks)
+
+        def forward(self, x):
+            return self.conv_layers(x).flatten(2).transpose(1, 2)    # (N, h*w, d)
+
+    class Classifier(tnn.Module):
+        def __init__(self, c):
+            super().__init__()
+            d = c.embedding_dim
+            self.attention_pool = tnn.Linear(d, 1)
+            trainable = c.positional_embedding == "learnable"
+            self.positional_emb = tnn.Parameter(torch.zeros(c.positional_emb.shape), requires_grad=trainable)
+            self.dropout = tnn.Dropout(c.dropout.p)
+            self.blocks = tnn.ModuleList([Layer(b) for b in c.blocks])
+            self.norm = tnn.LayerNorm(d)
+            self.fc = tnn.Linear(d, c.fc.out_features)
+
+        def forward(self, x):
+            x = self.dropout(x + self.positional_emb)
+            for block in self.blocks:
+                x = block(x)
+            x = self.norm(x)
+            w = self.attention_pool(x).softmax(dim=1)                # SeqPool: (N, L, 1)
+            return self.fc((w.transpose(1, 2) @ x).squeeze(1))
+
+    class CCT(tnn.Module):
+        def __init__(self, m):
+            super().__init__()
+            if not (m.classifier.seq_pool and m.classifier.positional_emb is not None
+                    and len(list(m.tokenizer.conv_layers[0])) == 3):
+                raise ValueError("the PyTorch twin covers CCT models (conv tokenizer, SeqPool, "
+                                 "learnable or sine positional embedding)")
+            self.tokenizer = Tokenizer(m.tokenizer)
+            self.classifier = Classifier(m.classifier)
+
+        def forward(self, x):
+            return self.classifier(self.tokenizer(x))
+
+    twin = CCT(model)
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()},
+                         strict=True)
+    return twin
+
+
+class TorchRunner:
+    """The PyTorch twin of a MinicctRunner's model, the same AdamW settings and the same batch."""
+
+    def __init__(self, ours, batch, torch, tdev, seed=0):
+        self.torch, self.tdev = torch, tdev
+        torch.manual_seed(seed)
+        self.model = torch_twin(ours.model, torch).to(tdev)
+        self.model.train()
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        self.opt = torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
+                                      {"params": decay, "weight_decay": 0.06}], lr=5.5e-4)
+        x, y = make_batch(batch, seed=seed)
+        self.x, self.y = torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev)
+
+    def step(self):
+        loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+        value = float(loss.item())
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        torch_sync(self.torch, self.tdev)
+        return value
+
+    def evaluate(self):
+        self.model.eval()
+        with self.torch.no_grad():
+            logits = self.model(self.x)
+        torch_sync(self.torch, self.tdev)
+        self.model.train()
+        return logits
+
+
+# ---- timing ---------------------------------------------------------------------------------------
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def time_alternately(fns, warmup, repeat):
+    """{name: [seconds, ...]}: each repetition runs every fn once, in turn, so load changes on a
+    shared machine hit all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn))
+    return times
+
+
+# ---- memory (in a fresh child process per framework) ----------------------------------------------
+def _status_kb(field):
+    """A field of /proc/self/status in kB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(framework, name, batch, steps, device):
+    """Run in a child: set up, then ``steps`` training steps; print JSON with resident memory in MB:
+    before (after imports, model, optimizer and batch), peak (highest RSS during the steps) and the
+    difference, which is what training itself needs (activations, gradients, optimizer moments,
+    temporaries). On a GPU: the framework's own pool statistics instead."""
+    ours = MinicctRunner(name, batch, device)
+    runner = ours
+    if framework == "torch":
+        torch, tdev = try_torch(device)
+        runner = TorchRunner(ours, batch, torch, tdev)
+        del ours
+    import gc
+    gc.collect()
+    out = {"framework": framework}
+    if device == "gpu":
+        runner.step()
+        for _ in range(steps):
+            runner.step()
+        if framework == "torch":
+            out["gpu_peak_mb"] = runner.torch.cuda.max_memory_reserved() / 2**20
+        else:
+            out["gpu_peak_mb"] = runner.xp.get_default_memory_pool().total_bytes() / 2**20
+    before = _status_kb("VmRSS")
+    exact = _reset_peak_rss()
+    for _ in range(steps):
+        runner.step()
+    peak = _status_kb("VmHWM") if exact else None
+    if peak is None:   # no /proc: the lifetime peak (ru_maxrss is kB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
+    out.update(before_mb=(before or 0) / 1024, peak_mb=peak / 1024, exact=exact)
+    out["training_mb"] = out["peak_mb"] - out["before_mb"]
+    print("MEMORY " + json.dumps(out))
+
+
+def measure_memory(framework, name, batch, steps, device):
+    """memory_child in a fresh interpreter; its JSON, or {'error': ...}."""
+    cmd = [sys.executable, "-m", "minicct.bench", "step", "--device", device,
+           "--memory-child", framework, name, str(batch), str(steps)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
+        str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in r.stdout.splitlines():
+        if line.startswith("MEMORY "):
+            return json.loads(line[7:])
+    return {"error": (r.stderr.strip().splitlines() or ["no output"])[-1]}
+
+
+# ---- the data pipeline ----------------------------------------------------------------------------
+def training_set(data_dir, quick):
+    """(dataset, description): CIFAR-10 from data_dir when its python batches are there, else
+    synthetic uint8 images of CIFAR's size (noise: the augmentation costs the same per image)."""
+    from minicct.data import ImageDataset
+    from minicct.data.datasets import default_data_dir
+    root = Path(data_dir) if data_dir else default_data_dir()
+    if not quick and (root / "cifar-10-batches-py").is_dir():
+        from minicct.data import get_dataset
+        train, _ = get_dataset("cifar10", data_dir=root, download=False)
+        return train, f"CIFAR-10 from {root}"
+    n = 512 if quick else 50_000
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    ds = ImageDataset(images, rng.integers(0, 10, n), [str(i) for i in range(10)],
+                      mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), name="synthetic CIFAR-size")
+    return ds, f"SYNTHETIC images ({n} x 32x32x3 uint8; no cifar-10-batches-py in {root})"
+
+
+def data_epoch(runner, data_dir, batch, workers, steps, quick):
+    """Time the paper's training pipeline alone over ``steps`` batches, then ``steps`` training
+    steps fed by it (the trainer's loop: the loader's workers prepare batches while the model
+    trains). Returns a dict of seconds."""
+    import minicct
+    from minicct.data import train_loader
+    ds, what = training_set(data_dir, quick)
+    res = {"data": what, "steps": steps, "workers": workers}
+    with train_loader(ds, batch_size=batch, seed=0, workers=workers) as loader:
+        steps = min(steps, len(loader))
+        res["steps"] = steps
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        for i, _ in enumerate(loader):      # the pipeline alone (workers start here, included)
+            if i + 1 == steps:
+                break
+        res["pipeline_s"] = time.perf_counter() - t0
+        res["main_cpu_s"] = time.process_time() - cpu0
+        loader.set_epoch(1)
+        device = runner.x.device
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(loader):
+            runner.x = minicct.Tensor(backend.to_device(x, device))
+            runner.y = minicct.Tensor(backend.to_device(y, device))
+            runner.step()
+            if i + 1 == steps:
+                break
+        res["fed_s"] = time.perf_counter() - t0
+        res["wait_s"] = loader.wait_time
+    return res
+
+
+# ---- the report -----------------------------------------------------------------------------------
+def _ms(ts):
+    return 1e3 * statistics.median(ts)
+
+
+def bench_model(name, batch, device, repeat, warmup, torch, tdev, sgemm):
+    from minicct import models
+    ours = MinicctRunner(name, batch, device)
+    macs = models.count_macs(ours.model, (3, 32, 32))
+    step_flop = macs * batch * 2 * 3
+    fns = {"minicct": ours.step}
+    theirs = None
+    if torch is not None:
+        theirs = TorchRunner(ours, batch, torch, tdev)
+        fns["torch"] = theirs.step
+    steps = time_alternately(fns, warmup, repeat)
+    evals = time_alternately({"minicct": ours.evaluate, **({"torch": theirs.evaluate} if theirs else {})},
+                             1, max(2, repeat // 2))
+    r = {"model": name, "batch": batch, "macs_per_image": macs, "step_gflop": step_flop / 1e9}
+    for k in fns:
+        ms = _ms(steps[k])
+        r[k] = dict(step_ms=ms, step_ms_all=[1e3 * t for t in steps[k]], img_s=batch / ms * 1e3,
+                    gflops=step_flop / ms / 1e6, of_sgemm=step_flop / ms / 1e6 / sgemm,
+                    eval_img_s=batch / _ms(evals[k]) * 1e3)
+    if theirs is not None:
+        r["ratio"] = r["minicct"]["step_ms"] / r["torch"]["step_ms"]
+        r["eval_ratio"] = r["torch"]["eval_img_s"] / r["minicct"]["eval_img_s"]
+    return r, ours
+
+
+def _row(name, label, fw, d, mem):
+    m = mem.get(fw, {})
+    peak = f"{m['peak_mb']:.0f}" if "peak_mb" in m else m.get("error", "-")[:30]
+    train = f"{m['training_mb']:.0f}" if "training_mb" in m else "-"
+    if "gpu_peak_mb" in m:
+        peak, train = f"{m['gpu_peak_mb']:.0f} (GPU pool)", "-"
+    return [name, label, f"{d['step_ms']:.1f}", f"{d['img_s']:.0f}", f"{d['gflops']:.1f}",
+            f"{100 * d['of_sgemm']:.0f}%", f"{d['eval_img_s']:.0f}", peak, train]
+
+
+def main(args):
+    if args.memory_child:
+        fw, name, batch, steps = args.memory_child
+        return memory_child(fw, name, int(batch), int(steps), args.device) or 0
+    if args.quick:   # every code path once, on the first model only
+        args.batch, args.repeat, args.repeat_large, args.warmup = 4, 1, 1, 1
+        args.models = args.models.split(",")[0]
+        args.epoch_steps = min(args.epoch_steps, 3) if args.epoch_steps else 0
+    xp = backend.xp_for(args.device)
+    torch, tdev = (None, None) if args.no_torch else try_torch(args.device)
+    names = [n for n in args.models.split(",") if n]
+    n = 512 if args.quick else 2048
+    sgemm = sgemm_gflops(xp, n=n, warmup=1 if args.quick else 2, repeat=2 if args.quick else 7)
+    print(f"minicct training step, device {args.device}, batch {args.batch}, float32; "
+          f"sgemm {n}^3 ({'CuPy' if args.device == 'gpu' else 'NumPy'}): {sgemm:.0f} GFLOP/s; "
+          + (f"PyTorch {torch.__version__} on {tdev}, {torch.get_num_threads()} threads"
+             if torch is not None else "PyTorch not compared (not installed, or no CUDA for --device gpu)"))
+    try:
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    except OSError:
+        pass
+
+    results, rows, first = [], [], None
+    for i, name in enumerate(names):
+        repeat = args.repeat if i == 0 else args.repeat_large
+        r, ours = bench_model(name, args.batch, args.device, repeat, args.warmup, torch, tdev, sgemm)
+        if first is None:
+            first = (r, ours)
+        mem = {}
+        if not args.no_memory:
+            steps = 1 if args.quick else 3 if i == 0 else 1
+            for fw in ["minicct"] + (["torch"] if torch is not None else []):
+                mem[fw] = measure_memory(fw, name, args.batch, steps, args.device)
+        r["memory"] = mem
+        results.append(r)
+        rows.append(_row(name, "minicct", "minicct", r["minicct"], mem))
+        if "torch" in r:
+            rows.append(_row("", "PyTorch", "torch", r["torch"], mem))
+            rows.append(["", "minicct/PyTorch", f"{r['ratio']:.2f}", "", "", "", f"{r['eval_ratio']:.2f}",
+                         *(f"{mem['minicct'][k] / mem['torch'][k]:.2f}"
+                           if k in mem.get("minicct", {}) and k in mem.get("torch", {}) else "-"
+                           for k in ("peak_mb", "training_mb"))])
+        print(f"  {name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
+              f"per image x {args.batch} x 2 FLOP/MAC x 3), minicct {r['minicct']['step_ms']:.1f} ms"
+              + (f", PyTorch {r['torch']['step_ms']:.1f} ms, ratio {r['ratio']:.2f}" if "torch" in r else ""),
+              flush=True)
+
+    print()
+    print(format_table(["model", "framework", "step ms", "img/s", "GFLOP/s", "of sgemm", "eval img/s",
+                        "peak RSS MB", "training MB"], rows))
+    print(f"\nstep: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
+          f"(first model) / {args.repeat_large} (others) after {args.warmup} warm-up, the frameworks "
+          "alternating step by step.\nGFLOP/s = count_macs x batch x 2 x 3 / step time; 'of sgemm' "
+          "against the NumPy sgemm above. eval: forward only, eval mode, no graph, same batch "
+          "(the ratio row: how many times faster minicct evaluates).\nmemory: each framework in a fresh "
+          "process; 'peak RSS' = the highest resident set during the steps (VmHWM reset after set-up), "
+          "'training MB' = peak minus the RSS before the first step (activations, gradients, "
+          "optimizer state, temporaries; the interpreter, libraries and weights excluded).")
+
+    data = None
+    if args.epoch_steps:
+        r, ours = first
+        data = data_epoch(ours, args.data_dir, args.batch, args.workers, args.epoch_steps, args.quick)
+        step_s = r["minicct"]["step_ms"] / 1e3
+        n = data["steps"]
+        print(f"\ndata pipeline, paper recipe (RandomResizedCrop, flip, rand-m9-mstd0.5-inc1, Mixup 0.8 / "
+              f"CutMix 1.0, erasing 0.25, smoothing 0.1), {data['workers']} workers, {data['data']}:")
+        print(f"  pipeline alone: {n} batches in {data['pipeline_s']:.1f} s "
+              f"({n * args.batch / data['pipeline_s']:.0f} img/s; a {STEPS_PER_EPOCH}-batch epoch "
+              f"{data['pipeline_s'] / n * STEPS_PER_EPOCH:.1f} s) vs {STEPS_PER_EPOCH} x step = "
+              f"{STEPS_PER_EPOCH * step_s:.1f} s")
+        print(f"  training fed by it: {n} steps in {data['fed_s']:.1f} s = {data['fed_s'] / (n * step_s):.2f} "
+              f"x ({n} x the median step = {n * step_s:.1f} s); waited {data['wait_s']:.1f} s for data"
+              + (f"; a whole epoch: {data['fed_s'] / n * STEPS_PER_EPOCH:.1f} s" if n != STEPS_PER_EPOCH else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=args.device, batch=args.batch, sgemm_gflops=sgemm,
+                           torch=getattr(torch, "__version__", None), models=results, data=data), f, indent=1)
+    return 0

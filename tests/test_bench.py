@@ -1,0 +1,48 @@
+"""The benchmarks run end to end on tiny settings, so they cannot rot. No timing is asserted: the
+machine may be shared, and a benchmark's numbers are read by people, not by tests."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(*argv):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    r = subprocess.run([sys.executable, "-m", "minicct.bench", *argv], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_step_quick(tmp_path):
+    out = run_bench("--quick", "--json", str(tmp_path / "step.json"))
+    assert "GFLOP per step" in out and "of sgemm" in out and "data pipeline" in out
+    result = json.loads((tmp_path / "step.json").read_text())
+    model = result["models"][0]
+    assert model["model"] == "cct_2_3x2_32"
+    assert model["minicct"]["step_ms"] > 0 and model["minicct"]["eval_img_s"] > 0
+    assert model["memory"]["minicct"]["peak_mb"] > 0, model["memory"]
+    assert result["data"]["steps"] > 0 and "SYNTHETIC" in result["data"]["data"]
+
+
+def test_torch_twin_computes_what_minicct_computes():
+    """The benchmark's PyTorch network must be the same function, or its ratio means nothing."""
+    import pytest
+    torch = pytest.importorskip("torch", reason="PyTorch is optional (the benchmark's comparison only)")
+    import minicct
+    from minicct.bench.step import MinicctRunner, TorchRunner
+    ours = MinicctRunner("cct_2_3x2_32", 4, "cpu")
+    theirs = TorchRunner(ours, 4, torch, "cpu")
+    a = ours.evaluate()
+    b = theirs.evaluate().numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_quick():
+    out = run_bench("kernels", "--batch", "2", "--repeat", "1", "--warmup", "1", "--no-torch")
+    assert "conv2" in out
