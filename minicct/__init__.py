@@ -37,6 +37,15 @@ def ones(*shape, device=None, dtype=None, requires_grad=False):
     return _filled(lambda xp, s, d: xp.ones(s, d), shape, device, dtype, requires_grad)
 
 
+def manual_seed(seed: int) -> None:
+    """Seed every generator minicct draws from: weight initialisation (``nn.init``) and the
+    dropout / drop-path masks (``kernels``). The data pipeline takes its own ``seed=``."""
+    from minicct.nn import init
+    from minicct import kernels
+    init.manual_seed(seed)
+    kernels.manual_seed(seed)
+
+
 def __getattr__(name):
     # The layers above the engine load on first use, so `import minicct` stays light.
     import importlib

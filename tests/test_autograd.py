@@ -202,6 +202,18 @@ def test_memory_does_not_grow_over_steps():
     assert grown < 64 * 1024, f"memory grew by {grown} bytes over 20 steps"
 
 
+def test_second_backward_through_a_freed_graph_is_an_error():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2.0
+    y = (h * h).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="already freed"):
+        y.backward()
+    with pytest.raises(RuntimeError, match="already freed"):
+        (h * 3.0).sum().backward()   # a new output built on a freed intermediate
+    np.testing.assert_allclose(x.grad.numpy(), [8.0, 16.0])  # untouched by the failed calls
+
+
 def test_backward_needs_scalar_or_grad():
     x = Tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(ValueError, match="one-element"):

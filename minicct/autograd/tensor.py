@@ -73,6 +73,7 @@ class Tensor:
         self.data = arr
         self.grad = None
         self._ctx = None
+        self._freed = False  # True once backward() has released the graph that made this tensor
         self.requires_grad = False
         self.requires_grad_(requires_grad)
 
@@ -83,6 +84,7 @@ class Tensor:
         t.data = arr
         t.grad = None
         t._ctx = None
+        t._freed = False
         t.requires_grad = requires_grad
         return t
 
@@ -179,6 +181,7 @@ class Tensor:
             # Free the graph as we go: this node's saved arrays and its links to its inputs.
             ctx.release()
             t._ctx = None
+            t._freed = True
 
     def _topological_order(self):
         """Tensors reachable from self that need a gradient, each after everything that uses it.
@@ -195,6 +198,10 @@ class Tensor:
                 continue
             if id(t) in visited:
                 continue
+            if t._freed:
+                raise RuntimeError(
+                    "backward() reached a graph that an earlier backward() already freed: run the "
+                    "forward computation again before calling backward() a second time")
             visited.add(id(t))
             stack.append((t, True))
             if t._ctx is not None:
