@@ -105,11 +105,14 @@ def test_broken_cifar_batch_names_the_file(tmp_path, damage):
         assert "refusing" in msg
 
 
-def test_restricted_pickle_reads_numpy_arrays(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_restricted_pickle_reads_numpy_arrays(tmp_path, protocol):
     p = tmp_path / "b"
     with open(p, "wb") as f:
-        pickle.dump({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3)}, f, protocol=2)
-    np.testing.assert_array_equal(restricted_pickle_load(p)[b"data"], np.arange(6).reshape(2, 3))
+        pickle.dump({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), b"n": np.int64(3)}, f, protocol=protocol)
+    got = restricted_pickle_load(p)
+    np.testing.assert_array_equal(got[b"data"], np.arange(6).reshape(2, 3))
+    assert got[b"n"] == 3
 
 
 # --- download, MD5, extraction ---------------------------------------------------------------------
@@ -296,6 +299,12 @@ def test_shapes_via_get_dataset_options():
     train, test = get_dataset("shapes", n_train=40, n_test=8, num_classes=4, seed=1)
     assert train.num_classes == 4 and set(train.labels.tolist()) == {0, 1, 2, 3} and len(test) == 8
     assert all(0.2 < m < 0.8 for m in train.mean) and all(0.1 < s < 0.4 for s in train.std)
+    clean, _ = get_dataset("shapes", n_train=40, n_test=8, seed=1, noise=(0, 0), line_prob=0.0)
+    noisy, _ = get_dataset("shapes", n_train=40, n_test=8, seed=1, noise=(20, 20))
+    rough = lambda imgs: np.abs(np.diff(imgs.astype(int), axis=2)).mean()
+    assert rough(clean.images) < rough(noisy.images)
+    with pytest.raises(ValueError, match="unknown difficulty"):
+        make_shapes(n_train=6, n_test=6, blur=1)
 
 
 # --- the real data, when this machine has it -----------------------------------------------------------

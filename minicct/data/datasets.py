@@ -146,10 +146,12 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
 
 # --- reading pickles without trusting them ------------------------------------------------------
 # A pickle can run any code while it loads. The CIFAR batches only ever need to rebuild numpy arrays
-# (and, in protocol-2 files written by Python 3, bytes via _codecs.encode), so everything else is refused.
+# (protocol 5 rebuilds them with _frombuffer; protocol-2 files written by Python 3 make bytes with
+# _codecs.encode), so everything else is refused.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 }
 

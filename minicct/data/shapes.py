@@ -4,7 +4,8 @@ Each 32x32 image shows one shape: circle, ring, square, triangle, cross or star 
 ``SHAPE_CLASSES``). Everything else is nuisance the model has to learn to ignore: a random size,
 position (shapes may poke out of the frame) and rotation, a random fill colour on a random two-colour
 gradient background, sometimes a thin line of a third colour across the picture, and pixel noise.
-Ring vs circle and star vs cross vs square at small sizes are the hard pairs.
+Ring vs circle and star vs cross vs square at small sizes are the hard pairs. ``DIFFICULTY`` holds
+the ranges; ``make_shapes(noise=(0, 0), line_prob=0)`` and the like make it easier or harder.
 
 Drawing is vectorised: each shape is a signed distance ``d`` (pixels; negative inside) computed for a
 whole group of images at once over a coordinate grid, and ``alpha = clip(0.5 - d, 0, 1)`` gives
@@ -56,9 +57,25 @@ def _signed_distance(kind: str, u, v, r, rng):
     raise ValueError(kind)
 
 
+# How hard the pictures are: the ranges the nuisances are drawn from.
+DIFFICULTY = dict(
+    radius=(0.25, 0.42),   # outer radius as a fraction of the image side
+    min_contrast=100,      # least RGB distance between the shape's colour and the background's mean
+    line_prob=0.3,         # chance of a distracting line
+    noise=(2, 10),         # pixel noise std range, in uint8 levels
+)
+
+
 def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32,
-                classes=SHAPE_CLASSES) -> np.ndarray:
-    """Images (N, S, S, 3) uint8 of the shapes named by classes[labels], drawn with rng."""
+                classes=SHAPE_CLASSES, **difficulty) -> np.ndarray:
+    """Images (N, S, S, 3) uint8 of the shapes named by classes[labels], drawn with rng.
+
+    difficulty: overrides of DIFFICULTY (radius, min_contrast, line_prob, noise).
+    """
+    unknown = set(difficulty) - set(DIFFICULTY)
+    if unknown:
+        raise ValueError(f"unknown difficulty settings {sorted(unknown)}; known: {sorted(DIFFICULTY)}")
+    d = {**DIFFICULTY, **difficulty}
     n, S = len(labels), img_size
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5  # pixel centres
 
@@ -73,11 +90,11 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     # foreground colour, pushed away from the background's mean colour so the shape stays visible
     fg = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
     bg_mean = (c0 + c1) / 2
-    too_close = np.linalg.norm(fg - bg_mean, axis=-1, keepdims=True) < 90
+    too_close = np.linalg.norm(fg - bg_mean, axis=-1, keepdims=True) < d["min_contrast"]
     fg = np.where(too_close, 255 - bg_mean, fg)
 
     # geometry: radius, centre (the shape may be cut by the border a little), rotation
-    r = rng.uniform(0.22, 0.40, (n, 1, 1)).astype(np.float32) * S
+    r = rng.uniform(*d["radius"], (n, 1, 1)).astype(np.float32) * S
     cx = rng.uniform(0.75, 1.0, (n, 1, 1)).astype(np.float32) * r
     cx = cx + rng.uniform(0, 1, (n, 1, 1)).astype(np.float32) * (S - 2 * cx)
     cy = rng.uniform(0.75, 1.0, (n, 1, 1)).astype(np.float32) * r
@@ -87,24 +104,24 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     u = dx * np.cos(rot) + dy * np.sin(rot)
     v = -dx * np.sin(rot) + dy * np.cos(rot)
 
-    d = np.empty((n, S, S), np.float32)
+    dist = np.empty((n, S, S), np.float32)
     for k, kind in enumerate(classes):
         idx = np.flatnonzero(labels == k)
         if len(idx):
-            d[idx] = _signed_distance(kind, u[idx], v[idx], r[idx], rng)
-    alpha = np.clip(0.5 - d, 0, 1)[..., None]
+            dist[idx] = _signed_distance(kind, u[idx], v[idx], r[idx], rng)
+    alpha = np.clip(0.5 - dist, 0, 1)[..., None]
     img += (fg - img) * alpha  # = img (1 - alpha) + fg alpha, without two more full-size temporaries
 
     # clutter: half the images get a thin straight line of a third colour, over or under nothing in particular
-    has_line = rng.random((n, 1, 1)) < 0.5
+    has_line = rng.random((n, 1, 1)) < d["line_prob"]
     la = rng.uniform(0, np.pi, (n, 1, 1)).astype(np.float32)
     lp = rng.uniform(0, S, (n, 1, 1, 2)).astype(np.float32)
-    dist = np.abs((xx - lp[..., 0]) * np.sin(la) - (yy - lp[..., 1]) * np.cos(la))
-    line_alpha = (np.clip(1.0 - dist, 0, 1) * has_line)[..., None]
+    line_dist = np.abs((xx - lp[..., 0]) * np.sin(la) - (yy - lp[..., 1]) * np.cos(la))
+    line_alpha = (np.clip(1.0 - line_dist, 0, 1) * has_line)[..., None]
     line_colour = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
     img += (line_colour - img) * line_alpha
 
-    sigma = rng.uniform(3, 15, (n, 1, 1, 1)).astype(np.float32)
+    sigma = rng.uniform(*d["noise"], (n, 1, 1, 1)).astype(np.float32)
     noise = rng.standard_normal(img.shape, dtype=np.float32)
     noise *= sigma
     img += noise
@@ -113,10 +130,10 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
 
 
 def make_shapes(n_train: int = 5000, n_test: int = 1000, seed: int = 0, img_size: int = 32,
-                num_classes: int = len(SHAPE_CLASSES)) -> Splits:
+                num_classes: int = len(SHAPE_CLASSES), **difficulty) -> Splits:
     """Splits(train, test) of shapes; every class gets the same number of images (within one).
 
-    num_classes picks the first classes of SHAPE_CLASSES (2..6).
+    num_classes picks the first classes of SHAPE_CLASSES (2..6); difficulty overrides DIFFICULTY.
     """
     if not 2 <= num_classes <= len(SHAPE_CLASSES):
         raise ValueError(f"num_classes must be 2..{len(SHAPE_CLASSES)}, got {num_classes}")
@@ -125,7 +142,7 @@ def make_shapes(n_train: int = 5000, n_test: int = 1000, seed: int = 0, img_size
     for n, ss in zip((n_train, n_test), np.random.SeedSequence(seed).spawn(2)):
         rng = np.random.default_rng(ss)
         labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)  # balanced, shuffled
-        splits.append((draw_shapes(labels, rng, img_size, classes), labels))
+        splits.append((draw_shapes(labels, rng, img_size, classes, **difficulty), labels))
     mean, std = channel_stats(splits[0][0])
     return Splits(*(ImageDataset(x, y, classes, mean, std, name=f"shapes {split}", source=f"shapes(seed={seed})")
                     for (x, y), split in zip(splits, ("train", "test"))))
