@@ -34,6 +34,7 @@ CASES = [
     ((2, 1, 5, 5), (2, 5, 5), (1, 1), (3, 3)),    # padding wider than half the kernel
     ((1, 2, 4, 4), (2, 1, 1), (1, 1), (0, 0)),    # 1x1 kernel
     ((3, 2, 5, 7), (3, 3, 3), (2, 2), (1, 1)),    # 3x3 stride 2 'same'
+    ((2, 2, 3, 4), (2, 2, 2), (1, 1), (3, 2)),    # padding >= kernel: outputs reach the next image
 ]
 
 

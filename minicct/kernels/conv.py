@@ -8,11 +8,11 @@ one row per channel, the N padded images one after another, each ``Hq`` rows of 
 patch matrix ``cols[(c, i, j), m] = buf[c, m + i*Wq + j]`` is one strided *view* of ``buf``
 (``as_strided``, no arithmetic), and copying it out is ``C*KH*KW`` long contiguous runs.
 
-* stride 1: ``m`` runs over *every* position of the flat buffer, ``m = (n*Hq + oh)*Wq + ow``. The
-  few positions with ``oh >= OH`` or ``ow >= OW`` straddle two rows or images: they are computed
-  and thrown away (13% extra work for 3x3 'same' on 16x16, much cheaper than short copies).
+* stride 1: per image, ``m`` runs over the OH output rows *including* the ``Wq - OW`` positions
+  at the end of each row, which straddle into the next row: they are computed and thrown away
+  (6% extra work for 3x3 'same' on 16x16, much cheaper than copying rows of 16 one by one).
   Neighbouring rows and images share their zero padding (``Hq = H + ph``, ``Wq = W + pw``), so the
-  bottom padding of one image is the top padding of the next.
+  right padding of a row is the left padding of the next, and likewise for images.
 * stride > 1: ``m`` runs over exactly the output positions ``(n, oh, ow)``; same code, other strides.
 
 The GEMM gives the output channels-last, ``Y: (M, O)``, and ``y`` is returned as an
@@ -42,10 +42,11 @@ class _Geometry:
         ph, pw = padding
         OH, OW = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
         # Period of a row / an image: room for the pixels plus the padding shared with the next
-        # one, and (stride 1) room for every output of the row / image.
-        Hq, Wq = max(H + ph, OH), max(W + pw, OW)
+        # one (and, for stride 1, for every output of a row).
+        Hq, Wq = H + ph, max(W + pw, OW)
         if (sh, sw) == (1, 1):
-            grid_shape, grid_strides = (N * Hq * Wq,), (1,)
+            # Per image, its OH output rows as one run of OH*Wq positions.
+            grid_shape, grid_strides = (N, OH * Wq), (Hq * Wq, 1)
         else:
             grid_shape, grid_strides = (N, OH, OW), (Hq * Wq, sh * Wq, sw)
         last = sum((n - 1) * s for n, s in zip(grid_shape, grid_strides))
@@ -72,8 +73,8 @@ class _Geometry:
         """(M, O) GEMM result -> (N, O, OH, OW) view of its valid output positions."""
         g = self
         O = Y.shape[1]
-        if len(g.grid_shape) == 1:
-            Y = Y.reshape(g.N, g.Hq, g.Wq, O)[:, :g.OH, :g.OW]
+        if len(g.grid_shape) == 2:
+            Y = Y.reshape(g.N, g.OH, g.Wq, O)[:, :, :g.OW]
         else:
             Y = Y.reshape(g.N, g.OH, g.OW, O)
         return Y.transpose(0, 3, 1, 2)
@@ -136,9 +137,9 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     O, C, KH, KW = w.shape
 
     # The GEMMs need gy laid out like Y: (M, O), zero where the forward threw outputs away.
-    if len(g.grid_shape) == 1:
-        gY = xp.zeros((g.N, g.Hq, g.Wq, O), dtype=gy.dtype)
-        gY[:, :g.OH, :g.OW] = gy.transpose(0, 2, 3, 1)
+    if len(g.grid_shape) == 2:
+        gY = xp.zeros((g.N, g.OH, g.Wq, O), dtype=gy.dtype)
+        gY[:, :, :g.OW] = gy.transpose(0, 2, 3, 1)
     else:
         gY = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1))
     gY = gY.reshape(g.M, O)
