@@ -161,3 +161,14 @@ def test_spawned_workers_give_the_same_batches(shapes):
     with loader:
         got = _epoch(loader)
     assert _same(got, _epoch(train_loader(train, batch_size=64, seed=2)))
+
+
+def test_only_the_newest_iteration_runs(shapes):
+    train, _ = shapes
+    with train_loader(train, batch_size=32, workers=1) as loader:
+        old = iter(loader)
+        next(old)
+        new = iter(loader)
+        assert len(list(new)) == len(loader)
+        with pytest.raises(RuntimeError, match="superseded"):
+            next(old)

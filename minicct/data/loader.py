@@ -175,6 +175,9 @@ class DataLoader:
         in_flight = self.workers * self.prefetch
         try:
             for b in range(len(batches)):
+                if self._generation != gen:  # its results now go to the newer iteration
+                    raise RuntimeError("this iteration of the loader was superseded by a newer one; "
+                                       "iterate a DataLoader once at a time")
                 while sent < len(batches) and sent < b + in_flight:  # keep the workers busy, but bounded
                     self._tasks.put((gen, epoch, sent, batches[sent], mixing))
                     sent += 1
