@@ -229,12 +229,12 @@ class DataLoader:
                 tasks.put_nowait(None)
             except Exception:
                 pass
+        # No draining of `results` here: a worker that exits (its queue has cancel_join_thread) can
+        # leave half a batch in the pipe, and reading it would block forever. Workers do not need
+        # the drain to exit, so wait a little for them and terminate any that are still busy.
         deadline = time.monotonic() + 2.0
-        while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-            try:  # drain finished batches so no worker is stuck writing one
-                results.get(timeout=0.05)
-            except Exception:
-                pass
+        for p in procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in procs:
             if p.is_alive():
                 p.terminate()
