@@ -1,0 +1,196 @@
+"""python -m minicct.train: a smoke run on shapes, resume = uninterrupted bit for bit, the NaN stop,
+one-line errors for bad input, atomic checkpoints, metrics.csv and the curves PNG.
+
+The runs use a toy CCT (width 32, two layers, so drop-path is active) on a few hundred shapes images, so each takes a second or two.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("minicct.models", reason="minicct.models not built yet")
+pytest.importorskip("minicct.functional", reason="minicct.functional not built yet")
+
+from minicct import train  # noqa: E402
+from minicct.training import checkpoint as ckpt_io  # noqa: E402
+from minicct.training.config import PRESETS, parse_args  # noqa: E402
+from minicct.training.errors import run_cli  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model-kwargs", "embedding_dim=32", "num_layers=2", "num_heads=2", "mlp_ratio=1", "in_planes=16"]
+
+
+def tiny_args(out, *extra, epochs=3, limit=192):
+    """A toy shapes run: 192 train / 96 test images, batch 32, full paper augmentation (so every
+    random generator is exercised), warmup 1, cooldown 0."""
+    return ["shapes", *TINY, "--epochs", str(epochs), "--warmup-epochs", "1", "--cooldown-epochs", "0",
+            "--batch-size", "32", "--eval-batch-size", "64", "--train-limit", str(limit),
+            "--test-limit", "96", "--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8", "--cutmix", "1.0",
+            "--mixup-off-epoch", "2", "--reprob", "0.25", "--workers", "0", "--output", str(out), *extra]
+
+
+def run(argv, capsys):
+    code = run_cli(train.main, argv, prog="minicct.train")
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def weights(path):
+    return ckpt_io.load_checkpoint(path)["model"]["state"]
+
+
+# ---- settings ----------------------------------------------------------------------------------
+def test_defaults_are_the_paper_recipe():
+    args, _ = parse_args(["cifar10"])
+    assert (args.model, args.batch_size, args.lr, args.weight_decay) == ("cct_2_3x2_32", 128, 5.5e-4, 0.06)
+    assert (args.epochs, args.warmup_epochs, args.warmup_lr, args.cooldown_epochs, args.min_lr) == (
+        300, 10, 1e-5, 10, 1e-5)
+    assert (args.aa, args.mixup, args.cutmix, args.mixup_off_epoch, args.reprob, args.smoothing) == (
+        "rand-m9-mstd0.5-inc1", 0.8, 1.0, 175, 0.25, 0.1)
+    assert args.preset is None
+
+
+def test_presets_apply_and_flags_win():
+    args, _ = parse_args(["shapes"])
+    assert args.preset == "shapes" and args.epochs == PRESETS["shapes"]["epochs"] and args.mixup == 0.0
+    args, explicit = parse_args(["shapes", "--epochs", "2"])
+    assert args.epochs == 2 and "epochs" in explicit
+    args, _ = parse_args(["cifar10", "--preset", "fast-cpu"])
+    assert args.epochs == PRESETS["fast-cpu"]["epochs"]
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, "-m", "minicct.train", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60).stdout
+    for flag in ("--model", "--epochs", "--batch-size", "--lr", "--weight-decay", "--warmup-epochs",
+                 "--cooldown-epochs", "--min-lr", "--aa", "--mixup", "--cutmix", "--mixup-off-epoch",
+                 "--reprob", "--smoothing", "--seed", "--device", "--workers", "--data-dir", "--output",
+                 "--resume", "--img-size", "--preset"):
+        assert flag in out, flag
+
+
+# ---- a run --------------------------------------------------------------------------------------
+def test_shapes_smoke_run_writes_everything(tmp_path, capsys):
+    code, out, err = run(tiny_args(tmp_path, epochs=2), capsys)
+    assert code == 0, err
+    assert "epoch   0/2" in out and "epoch   1/2" in out and "top-1" in out and "data wait" in out
+    assert "to go" in out  # the time estimate after the first epoch
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss,test_loss,test_top1,test_top5") and len(rows) == 3
+    from PIL import Image
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 100
+    ck = ckpt_io.load_checkpoint(tmp_path / "last.npz")
+    assert ck["epoch"] == 2 and ck["data"]["classes"][0] == "circle" and len(ck["history"]) == 2
+    assert (tmp_path / "best.npz").is_file()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_resume_ends_bit_identical(tmp_path, capsys):
+    """3 epochs straight == 2 epochs, stop, --resume auto for the last one (dropout, drop-path,
+    RandAugment, Mixup/CutMix, erasing and the mixing switch-off at epoch 2 all in play)."""
+    code, _, err = run(tiny_args(tmp_path / "straight"), capsys)
+    assert code == 0, err
+    code, _, err = run(tiny_args(tmp_path / "split", "--stop-epoch", "2"), capsys)
+    assert code == 0, err
+    assert ckpt_io.load_checkpoint(tmp_path / "split" / "last.npz")["epoch"] == 2
+    # the resumed run takes every setting from the checkpoint; only the folder is named
+    code, out, err = run(["--resume", str(tmp_path / "split" / "last.npz"), "--workers", "1"], capsys)
+    assert code == 0, err
+    assert "resumed from" in out
+    a, b = weights(tmp_path / "straight" / "last.npz"), weights(tmp_path / "split" / "last.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    oa = ckpt_io.load_checkpoint(tmp_path / "straight" / "last.npz")["optimizer"]["state"]
+    ob = ckpt_io.load_checkpoint(tmp_path / "split" / "last.npz")["optimizer"]["state"]
+    for k in oa:
+        np.testing.assert_array_equal(oa[k]["exp_avg_sq"], ob[k]["exp_avg_sq"])
+    rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way to NaN
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys):
+    code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", epochs=2), capsys)
+    assert code == 0, err
+    before = (tmp_path / "last.npz").read_bytes()
+    # an absurd learning rate from epoch 1 on: the weights overflow and the loss becomes NaN/inf
+    code, out, err = run(["--resume", "auto", "--output", str(tmp_path), "--lr", "1e38", "--warmup-epochs", "0",
+                          "--workers", "2"],  # workers busy when the run stops: they must shut down
+                         capsys)
+    assert code == 3
+    assert "epoch 1, step" in err and "last good checkpoint" in err and "Traceback" not in err
+    assert (tmp_path / "last.npz").read_bytes() == before
+
+
+# ---- bad input: one line, no traceback -----------------------------------------------------------
+@pytest.mark.parametrize("argv, words", [
+    (["shapes", "--model", "cct_2_3x3_32"], "unknown model"),
+    (["/no/such/folder"], "not a directory"),
+    (["shapes", "--resume", "/no/such/ckpt.npz"], "no checkpoint"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, words):
+    code, out, err = run(argv + ["--output", str(tmp_path / "o")], capsys)
+    assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_gpu_without_cupy_is_one_clear_line(tmp_path, capsys):
+    from minicct import backend
+    if backend.gpu_available():
+        pytest.skip("a GPU is available here")
+    code, out, err = run(["shapes", "--device", "gpu", "--output", str(tmp_path)], capsys)
+    assert code == 2 and "CuPy" in err and "Traceback" not in err
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", epochs=1), capsys)
+    assert code == 0, err
+    code, _, err = run(tiny_args(tmp_path, epochs=1), capsys)
+    assert code == 2 and "--resume auto" in err
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_atomic_write(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    rng = np.random.default_rng(3)
+    tree = {"model": {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3)}, "epoch": 4,
+            "rng": rng.bit_generator.state, "history": [{"x": 1.5}], "none": None}
+    ckpt_io.save_checkpoint(path, tree)
+    back = ckpt_io.load_checkpoint(path)
+    np.testing.assert_array_equal(back["model"]["a.weight"], tree["model"]["a.weight"])
+    assert back["epoch"] == 4 and back["rng"] == tree["rng"] and back["history"] == [{"x": 1.5}]
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_io.np, "savez", broken_savez)
+    with pytest.raises(OSError):
+        ckpt_io.save_checkpoint(path, tree)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ckpt_io.CheckpointError, match="bad.npz"):
+        ckpt_io.load_checkpoint(bad)
+    np.savez(tmp_path / "other.npz", x=np.ones(2))
+    with pytest.raises(ckpt_io.CheckpointError, match="not a minicct checkpoint"):
+        ckpt_io.load_checkpoint(tmp_path / "other.npz")
+
+
+def test_topk_and_csv(tmp_path):
+    from minicct.training.metrics import MetricsCSV, topk_correct
+    logits = np.array([[0.1, 0.9, 0.0], [0.5, 0.2, 0.3], [0.0, 0.1, 0.2]])
+    assert topk_correct(logits, np.array([1, 2, 0]), ks=(1, 2, 5)) == (1, 2, 3)
+    csv = MetricsCSV(tmp_path / "m.csv", ["epoch", "loss"])
+    for e in range(4):
+        csv.append({"epoch": e, "loss": 1.0 / (e + 1)})
+    csv.truncate(2)
+    assert [r["epoch"] for r in csv.rows()] == ["0", "1"]
