@@ -126,6 +126,26 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     return g.outputs(Y), (cols, w, b is not None, g)
 
 
+_GW_BLOCK = 8192   # columns of cols per partial product in _weight_grad
+
+
+def _weight_grad(cols, gY):
+    """cols: (K, M), gY: (M, O) -> cols @ gY: (K, O), summed over blocks of M.
+
+    One product with a tiny (K, O) result and a huge inner size M: OpenBLAS threads such a shape
+    badly, and on a busy machine it can take 10-100x longer than its FLOPs say. Blocks of
+    _GW_BLOCK give ordinary-sized products and the same speed on an idle machine.
+    """
+    xp = get_array_module(cols)
+    K, M = cols.shape
+    acc = xp.zeros((K, gY.shape[1]), dtype=gY.dtype)
+    part = xp.empty_like(acc)
+    for s in range(0, M, _GW_BLOCK):
+        xp.matmul(cols[:, s:s + _GW_BLOCK], gY[s:s + _GW_BLOCK], out=part)
+        acc += part
+    return acc
+
+
 def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     """gy: (N, O, OH, OW) -> (gx: (N, C, H, W) or None, gw: (O, C, KH, KW) or None, gb: (O,) or None).
 
@@ -145,9 +165,7 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     gY = gY.reshape(g.M, O)
 
     gb = gY.sum(axis=0) if has_bias else None
-    # gw = gY^T cols^T, computed as (cols gY)^T: both operands as stored (no-transpose GEMM),
-    # the faster and, on a loaded machine, far steadier orientation for this long, thin product.
-    gw = xp.ascontiguousarray((cols @ gY).T).reshape(w.shape) if need_gw else None
+    gw = _weight_grad(cols, gY).T.reshape(w.shape) if need_gw else None
     gx = None
     if need_gx:
         gcols = (w.reshape(O, -1).T @ gY.T).reshape(C, KH, KW, *g.grid_shape)  # (C*KH*KW, M)
