@@ -55,8 +55,7 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on tiny settings (batch 4, 1 step, a few data batches): for tests")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
-    p.add_argument("--memory-child", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
-                   help=__import__("argparse").SUPPRESS)   # internal: one memory measurement
+    p.add_argument("--child", default=None, help=__import__("argparse").SUPPRESS)  # internal: JSON job
 
 
 # ---- the minicct side -----------------------------------------------------------------------------
@@ -295,7 +294,7 @@ def _reset_peak_rss():
 
 
 def memory_child(framework, name, batch, steps, device):
-    """Run in a child: set up, then ``steps`` training steps; print JSON with resident memory in MB:
+    """Run in a child: set up, then ``steps`` training steps; resident memory in MB:
     before (after imports, model, optimizer and batch), peak (highest RSS during the steps) and the
     difference, which is what training itself needs (activations, gradients, optimizer moments,
     temporaries). On a GPU: the framework's own pool statistics instead."""
@@ -325,20 +324,33 @@ def memory_child(framework, name, batch, steps, device):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
     out.update(before_mb=(before or 0) / 1024, peak_mb=peak / 1024, exact=exact)
     out["training_mb"] = out["peak_mb"] - out["before_mb"]
-    print("MEMORY " + json.dumps(out))
+    return out
 
 
-def measure_memory(framework, name, batch, steps, device):
-    """memory_child in a fresh interpreter; its JSON, or {'error': ...}."""
-    cmd = [sys.executable, "-m", "minicct.bench", "step", "--device", device,
-           "--memory-child", framework, name, str(batch), str(steps)]
+def run_child(job, device, timeout=1800):
+    """Run one measurement (``job``: a dict naming the function and its arguments) in a fresh
+    interpreter and return the dict it prints, or {'error': ...}. Fresh: nothing allocated by the
+    parent counts, and no worker process is ever forked from a process running PyTorch's threads."""
+    cmd = [sys.executable, "-m", "minicct.bench", "step", "--device", device, "--child", json.dumps(job)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
         str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
     for line in r.stdout.splitlines():
-        if line.startswith("MEMORY "):
+        if line.startswith("RESULT "):
             return json.loads(line[7:])
     return {"error": (r.stderr.strip().splitlines() or ["no output"])[-1]}
+
+
+def child_main(job, device):
+    kind = job.pop("kind")
+    if kind == "memory":
+        out = memory_child(device=device, **job)
+    else:
+        out = data_epoch(device=device, **job)
+    print("RESULT " + json.dumps(out))
 
 
 # ---- the data pipeline ----------------------------------------------------------------------------
@@ -360,12 +372,13 @@ def training_set(data_dir, quick):
     return ds, f"SYNTHETIC images ({n} x 32x32x3 uint8; no cifar-10-batches-py in {root})"
 
 
-def data_epoch(runner, data_dir, batch, workers, steps, quick):
+def data_epoch(name, data_dir, batch, workers, steps, quick, device):
     """Time the paper's training pipeline alone over ``steps`` batches, then ``steps`` training
-    steps fed by it (the trainer's loop: the loader's workers prepare batches while the model
-    trains). Returns a dict of seconds."""
+    steps of ``name`` fed by it (the trainer's loop: the loader's workers prepare batches while
+    the model trains), and the same steps on one fixed batch. Returns a dict of seconds."""
     import minicct
     from minicct.data import train_loader
+    runner = MinicctRunner(name, batch, device)
     ds, what = training_set(data_dir, quick)
     res = {"data": what, "steps": steps, "workers": workers}
     with train_loader(ds, batch_size=batch, seed=0, workers=workers) as loader:
@@ -389,6 +402,12 @@ def data_epoch(runner, data_dir, batch, workers, steps, quick):
                 break
         res["fed_s"] = time.perf_counter() - t0
         res["wait_s"] = loader.wait_time
+    # The same number of steps without the pipeline, in this process: the fair comparison.
+    runner.step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        runner.step()
+    res["fixed_s"] = time.perf_counter() - t0
     return res
 
 
@@ -433,9 +452,8 @@ def _row(name, label, fw, d, mem):
 
 
 def main(args):
-    if args.memory_child:
-        fw, name, batch, steps = args.memory_child
-        return memory_child(fw, name, int(batch), int(steps), args.device) or 0
+    if args.child:
+        return child_main(json.loads(args.child), args.device) or 0
     if args.quick:   # every code path once, on the first model only
         args.batch, args.repeat, args.repeat_large, args.warmup = 4, 1, 1, 1
         args.models = args.models.split(",")[0]
@@ -458,13 +476,14 @@ def main(args):
     for i, name in enumerate(names):
         repeat = args.repeat if i == 0 else args.repeat_large
         r, ours = bench_model(name, args.batch, args.device, repeat, args.warmup, torch, tdev, sgemm)
-        if first is None:
-            first = (r, ours)
+        del ours
+        first = first or r
         mem = {}
         if not args.no_memory:
             steps = 1 if args.quick else 3 if i == 0 else 1
             for fw in ["minicct"] + (["torch"] if torch is not None else []):
-                mem[fw] = measure_memory(fw, name, args.batch, steps, args.device)
+                mem[fw] = run_child(dict(kind="memory", framework=fw, name=name, batch=args.batch,
+                                         steps=steps), args.device)
         r["memory"] = mem
         results.append(r)
         rows.append(_row(name, "minicct", "minicct", r["minicct"], mem))
@@ -493,19 +512,25 @@ def main(args):
 
     data = None
     if args.epoch_steps:
-        r, ours = first
-        data = data_epoch(ours, args.data_dir, args.batch, args.workers, args.epoch_steps, args.quick)
-        step_s = r["minicct"]["step_ms"] / 1e3
-        n = data["steps"]
+        step_s = first["minicct"]["step_ms"] / 1e3
         print(f"\ndata pipeline, paper recipe (RandomResizedCrop, flip, rand-m9-mstd0.5-inc1, Mixup 0.8 / "
-              f"CutMix 1.0, erasing 0.25, smoothing 0.1), {data['workers']} workers, {data['data']}:")
-        print(f"  pipeline alone: {n} batches in {data['pipeline_s']:.1f} s "
-              f"({n * args.batch / data['pipeline_s']:.0f} img/s; a {STEPS_PER_EPOCH}-batch epoch "
-              f"{data['pipeline_s'] / n * STEPS_PER_EPOCH:.1f} s) vs {STEPS_PER_EPOCH} x step = "
-              f"{STEPS_PER_EPOCH * step_s:.1f} s")
-        print(f"  training fed by it: {n} steps in {data['fed_s']:.1f} s = {data['fed_s'] / (n * step_s):.2f} "
-              f"x ({n} x the median step = {n * step_s:.1f} s); waited {data['wait_s']:.1f} s for data"
-              + (f"; a whole epoch: {data['fed_s'] / n * STEPS_PER_EPOCH:.1f} s" if n != STEPS_PER_EPOCH else ""))
+              f"CutMix 1.0, erasing 0.25, smoothing 0.1), {args.workers} workers, {names[0]} "
+              f"(in a fresh process):", flush=True)
+        data = run_child(dict(kind="data", name=names[0], data_dir=args.data_dir, batch=args.batch,
+                              workers=args.workers, steps=args.epoch_steps, quick=args.quick), args.device)
+        if "error" in data:
+            print(f"  failed: {data['error']}")
+        else:
+            n, E = data["steps"], STEPS_PER_EPOCH
+            print(f"  {data['data']}")
+            print(f"  pipeline alone: {n} batches in {data['pipeline_s']:.1f} s "
+                  f"({n * args.batch / data['pipeline_s']:.0f} img/s; a {E}-batch epoch "
+                  f"{data['pipeline_s'] / n * E:.1f} s) vs {E} x the median step above = {E * step_s:.1f} s")
+            print(f"  training fed by it: {n} steps in {data['fed_s']:.1f} s (waited {data['wait_s']:.1f} s "
+                  f"for data) vs the same {n} steps on a fixed batch in that process {data['fixed_s']:.1f} s: "
+                  f"x {data['fed_s'] / data['fixed_s']:.2f}; vs {n} x the median step above "
+                  f"({n * step_s:.1f} s): x {data['fed_s'] / (n * step_s):.2f}"
+                  + (f"\n  a whole {E}-step epoch at that rate: {data['fed_s'] / n * E:.1f} s" if n != E else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=args.device, batch=args.batch, sgemm_gflops=sgemm,
