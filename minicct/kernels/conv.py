@@ -44,14 +44,15 @@ class _Geometry:
         # Period of a row / an image: room for the pixels plus the padding shared with the next
         # one (and, for stride 1, for every output of a row).
         Hq, Wq = H + ph, max(W + pw, OW)
-        if (sh, sw) == (1, 1):
+        runs = (sh, sw) == (1, 1)
+        if runs:
             # Per image, its OH output rows as one run of OH*Wq positions.
             grid_shape, grid_strides = (N, OH * Wq), (Hq * Wq, 1)
         else:
             grid_shape, grid_strides = (N, OH, OW), (Hq * Wq, sh * Wq, sw)
         last = sum((n - 1) * s for n, s in zip(grid_shape, grid_strides))
         self.__dict__.update(N=N, C=C, H=H, W=W, KH=KH, KW=KW, sh=sh, sw=sw, ph=ph, pw=pw,
-                             OH=OH, OW=OW, Hq=Hq, Wq=Wq, grid_shape=grid_shape,
+                             OH=OH, OW=OW, Hq=Hq, Wq=Wq, runs=runs, grid_shape=grid_shape,
                              grid_strides=grid_strides, M=math.prod(grid_shape),
                              T=max(N * Hq * Wq, last + (KH - 1) * Wq + KW))
 
@@ -73,7 +74,7 @@ class _Geometry:
         """(M, O) GEMM result -> (N, O, OH, OW) view of its valid output positions."""
         g = self
         O = Y.shape[1]
-        if len(g.grid_shape) == 2:
+        if g.runs:                                     # drop the Wq - OW straddling columns
             Y = Y.reshape(g.N, g.OH, g.Wq, O)[:, :, :g.OW]
         else:
             Y = Y.reshape(g.N, g.OH, g.OW, O)
@@ -149,15 +150,16 @@ def _weight_grad(cols, gY):
 def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     """gy: (N, O, OH, OW) -> (gx: (N, C, H, W) or None, gw: (O, C, KH, KW) or None, gb: (O,) or None).
 
-    gw is one GEMM against the saved patch matrix; gx is one GEMM to patch gradients, then col2im:
-    each kernel offset adds its slab back into the flat buffer (KH*KW adds, no scatter).
+    gw is a GEMM against the saved patch matrix (in blocks, see _weight_grad); gx is one GEMM to
+    patch gradients, then col2im: each kernel offset adds its slab back into the flat buffer
+    (KH*KW adds, no scatter). The cache keeps the patch matrix: C*KH*KW*M values.
     """
     cols, w, has_bias, g = cache
     xp = get_array_module(gy)
     O, C, KH, KW = w.shape
 
     # The GEMMs need gy laid out like Y: (M, O), zero where the forward threw outputs away.
-    if len(g.grid_shape) == 2:
+    if g.runs:
         gY = xp.zeros((g.N, g.OH, g.Wq, O), dtype=gy.dtype)
         gY[:, :, :g.OW] = gy.transpose(0, 2, 3, 1)
     else:
