@@ -473,3 +473,27 @@ def test_import_is_light_and_never_imports_cupy():
     dt, has_cupy = out.stdout.split()
     assert has_cupy == "False"
     assert float(dt) < 1.0, f"import minicct took {dt} s"
+
+
+# ---- autograd.grad: gradients returned, not accumulated -------------------------------------------
+def test_grad_returns_what_backward_accumulates(r):
+    from minicct.autograd import grad
+    a, b = T(r.standard_normal((3, 4))), T(r.standard_normal((4,)))
+    (((a * b).exp() + a).sum()).backward()
+    ga, gb = a.grad.numpy(), b.grad.numpy()
+    a.grad = b.grad = None
+    h = (a * b).exp()
+    out = (h + a).sum()
+    da, dh, db = grad(out, [a, h, b])
+    np.testing.assert_allclose(da.numpy(), ga, rtol=1e-12)
+    np.testing.assert_allclose(db.numpy(), gb, rtol=1e-12)
+    np.testing.assert_allclose(dh.numpy(), np.ones((3, 4)))      # an intermediate result
+    assert a.grad is None and b.grad is None                      # nothing accumulated
+
+
+def test_grad_scales_by_grad_output_and_marks_unused_inputs(r):
+    from minicct.autograd import grad
+    a, unused = T(r.standard_normal(5)), T(r.standard_normal(5))
+    (ga, gu) = grad((a * a).sum(), [a, unused], grad_output=0.25)
+    np.testing.assert_allclose(ga.numpy(), 0.5 * a.numpy())
+    assert gu is None

@@ -156,32 +156,7 @@ class Tensor:
             if g.shape != self.shape:
                 raise ValueError(f"grad has shape {g.shape}, the tensor has shape {self.shape}")
 
-        order = self._topological_order()
-        grads = {id(self): g}
-        for t in order:
-            g = grads.pop(id(t), None)
-            ctx = t._ctx
-            if ctx is None:  # a leaf: keep its gradient
-                if g is not None:
-                    t._accumulate(g)
-                continue
-            if g is not None:
-                gxs = ctx.fn.backward(ctx, g)
-                if not isinstance(gxs, tuple):
-                    gxs = (gxs,)
-                if len(gxs) != len(ctx.parents):
-                    raise RuntimeError(f"{ctx.fn.__name__}.backward returned {len(gxs)} gradients "
-                                       f"for {len(ctx.parents)} inputs")
-                for p, gx in zip(ctx.parents, gxs):
-                    if p is None or gx is None or not p.requires_grad:
-                        continue
-                    gx = unbroadcast(gx, p.shape)
-                    key = id(p)
-                    grads[key] = grads[key] + gx if key in grads else gx
-            # Free the graph as we go: this node's saved arrays and its links to its inputs.
-            ctx.release()
-            t._ctx = None
-            t._freed = True
+        _backpropagate(self, g, on_leaf=Tensor._accumulate)
 
     def _topological_order(self):
         """Tensors reachable from self that need a gradient, each after everything that uses it.
@@ -320,6 +295,72 @@ class Tensor:
 
     def __getitem__(self, index):
         return ops.GetItem.apply(self, index=_raw_index(index))
+
+
+def _backpropagate(root, g, on_leaf=None, capture=None):
+    """Walk the graph behind ``root`` from the output to the leaves, with d(root) = ``g``.
+
+    on_leaf(t, g): called once with each leaf's total gradient (``backward`` accumulates it).
+    capture: optional dict id(tensor) -> None, filled with the total gradient of those tensors
+    (leaves or not) as the walk reaches them (``grad``). The graph is freed as it is walked.
+    """
+    order = root._topological_order()
+    grads = {id(root): g}
+    for t in order:
+        g = grads.pop(id(t), None)
+        if capture is not None and id(t) in capture:
+            capture[id(t)] = g
+        ctx = t._ctx
+        if ctx is None:  # a leaf
+            if g is not None and on_leaf is not None:
+                on_leaf(t, g)
+            continue
+        if g is not None:
+            gxs = ctx.fn.backward(ctx, g)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            if len(gxs) != len(ctx.parents):
+                raise RuntimeError(f"{ctx.fn.__name__}.backward returned {len(gxs)} gradients "
+                                   f"for {len(ctx.parents)} inputs")
+            for p, gx in zip(ctx.parents, gxs):
+                if p is None or gx is None or not p.requires_grad:
+                    continue
+                gx = unbroadcast(gx, p.shape)
+                key = id(p)
+                grads[key] = grads[key] + gx if key in grads else gx
+        # Free the graph as we go: this node's saved arrays and its links to its inputs.
+        ctx.release()
+        t._ctx = None
+        t._freed = True
+
+
+def grad(output, inputs, grad_output=None):
+    """d(output)/d(input) · grad_output for each of ``inputs``, *returned* instead of added to
+    their ``.grad`` (PyTorch's ``torch.autograd.grad``). No ``.grad`` anywhere is touched.
+
+    output: a Tensor (one element, unless grad_output is given); inputs: Tensors on its graph
+    (leaves or intermediate results); grad_output: the upstream gradient (array, Tensor or number).
+    Returns a list of Tensors (None for an input the output does not depend on). The arrays may
+    share memory with each other (an addition hands one gradient to both its inputs): copy one
+    before writing into it. The graph is freed, as by ``backward()``.
+
+    Used where several threads backpropagate through one model at once (``minicct.parallel``):
+    each gets its own gradients and nothing is written to the shared parameters.
+    """
+    if not output.requires_grad:
+        raise RuntimeError("grad() of a tensor that does not require grad")
+    xp = backend.get_array_module(output.data)
+    if grad_output is None:
+        if output.data.size != 1:
+            raise ValueError(f"grad() without grad_output needs a one-element output, got shape {output.shape}")
+        g = xp.ones_like(output.data)
+    else:
+        g = grad_output.data if isinstance(grad_output, Tensor) else \
+            xp.asarray(grad_output, dtype=output.dtype)
+        g = xp.broadcast_to(g, output.shape) if g.shape != output.shape else g
+    capture = {id(t): None for t in inputs}
+    _backpropagate(output, g, capture=capture)
+    return [None if capture[id(t)] is None else Tensor._wrap(capture[id(t)]) for t in inputs]
 
 
 def _raw(x):
