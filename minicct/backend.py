@@ -9,6 +9,7 @@ environment variable (``cpu`` when unset).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -130,3 +131,65 @@ def scatter_add(target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
+
+
+# ---- BLAS threads ----------------------------------------------------------------------------------
+_blas = None   # (set_num_threads, get_num_threads) of the OpenBLAS NumPy uses; False: none found
+
+
+def _openblas():
+    """ctypes handles to the OpenBLAS that NumPy is linked with, or None (MKL, Accelerate...).
+
+    The library is found among those already loaded (Linux), else in NumPy's wheel folder; opening
+    a loaded library again returns the same one, so the setting reaches NumPy's products."""
+    global _blas
+    if _blas is not None:
+        return _blas or None
+    import ctypes
+    import glob
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        pass
+    if not paths:
+        root = os.path.dirname(np.__file__)
+        paths = glob.glob(os.path.join(root + ".libs", "*openblas*")) + \
+            glob.glob(os.path.join(root, ".dylibs", "*openblas*"))
+    _blas = False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                set_n = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                get_n = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if set_n is not None and get_n is not None:
+                    _blas = (set_n, get_n)
+                    return _blas
+    return None
+
+
+def blas_threads():
+    """How many threads NumPy's OpenBLAS uses for one matrix product; None when it cannot be asked."""
+    handles = _openblas()
+    return int(handles[1]()) if handles else None
+
+
+@contextlib.contextmanager
+def limit_blas_threads(n):
+    """Within the block, NumPy's matrix products use at most ``n`` threads (OpenBLAS only; a no-op
+    for other BLAS libraries). For code that runs its own threads (``minicct.parallel``): two
+    threads each calling a 2-thread OpenBLAS would put 4 busy threads on 2 cores."""
+    handles = _openblas()
+    before = int(handles[1]()) if handles else None
+    if before is not None and before > n:
+        handles[0](int(n))
+    try:
+        yield
+    finally:
+        if before is not None and before > n:
+            handles[0](before)
