@@ -7,11 +7,15 @@ generator with ``manual_seed(seed)``. On CuPy the masks are drawn on the GPU wit
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from minicct.backend import get_array_module
 
 _rng = np.random.default_rng()
+_thread = threading.local()   # .rng: a generator for this thread alone (see thread_generator)
 _cupy_seed = None   # a manual_seed not yet given to CuPy (it may not be imported yet)
 
 
@@ -23,10 +27,31 @@ def manual_seed(seed):
     _cupy_seed = seed
 
 
+def get_generator():
+    """The generator masks are drawn from when no ``generator`` is passed (on the CPU): this
+    thread's own when it has one (``thread_generator``), else the module's (``manual_seed``)."""
+    return getattr(_thread, "rng", None) or _rng
+
+
+@contextlib.contextmanager
+def thread_generator(generator):
+    """Within the block, masks drawn *in this thread* without a ``generator`` come from this one.
+
+    Threads sharing the module's generator would take its numbers in whatever order they happen
+    to run, so masks would change from run to run; ``minicct.parallel`` gives each of its threads
+    a generator of its own, seeded from the module's, and training stays reproducible."""
+    before = getattr(_thread, "rng", None)
+    _thread.rng = generator
+    try:
+        yield generator
+    finally:
+        _thread.rng = before
+
+
 def _uniform(xp, shape, dtype, generator):
     """Uniform [0, 1) numbers of the given shape, on the device of xp."""
     if xp is np:
-        return (generator or _rng).random(shape, dtype=dtype)
+        return (generator or get_generator()).random(shape, dtype=dtype)
     if generator is not None:   # a host Generator asked for: draw there, then copy (reproducible)
         return xp.asarray(generator.random(shape, dtype=dtype))
     global _cupy_seed
