@@ -49,6 +49,6 @@ def manual_seed(seed: int) -> None:
 def __getattr__(name):
     # The layers above the engine load on first use, so `import minicct` stays light.
     import importlib
-    if name in ("functional", "nn", "models", "optim", "data", "kernels"):
+    if name in ("functional", "nn", "models", "optim", "data", "kernels", "parallel"):
         return importlib.import_module(f"minicct.{name}")
     raise AttributeError(f"module 'minicct' has no attribute {name!r}")

@@ -1,0 +1,146 @@
+"""Data parallelism over the CPU's cores: each thread runs forward and backward on a slice of the batch.
+
+    value = parallel.forward_backward(model, F.cross_entropy, x, y)   # the batch's loss; p.grad filled
+    optimizer.step(); optimizer.zero_grad()
+    logits = parallel.forward(model, x)                               # evaluation, no graph
+
+Why. A NumPy operation runs on one core, so the elementwise half of a training step (GELU, layer
+norm, softmax, pooling, dropout, the optimizer) leaves every other core idle. OpenBLAS does spread
+one matrix product over threads, but they wait for each other between the blocks of the product,
+spinning while they wait; on a machine shared with other work one descheduled thread stalls the
+rest, and a step can take several times longer than on a single thread. Splitting the *batch*
+instead, as DistributedDataParallel splits it across GPUs, gives each core a whole forward and
+backward pass of its own, with a one-thread BLAS: the threads meet once per step, and NumPy lets go
+of the GIL inside every large array operation, so they really do run at the same time.
+
+Exact. The loss is a mean over the batch, so the batch's loss is the size-weighted mean of the
+slices' losses and its gradient the same weighted sum of theirs: slice i backpropagates with the
+upstream gradient n_i / N. Nothing else couples the samples of a batch in these models (layer norm
+works per token, SeqPool per image; there is no batch norm). A model that did couple them would
+need the whole batch in one thread: pass ``threads=1``.
+
+Reproducible. Each thread's gradients come back to the caller (``autograd.grad``: nothing is
+written into the shared parameters while threads run) and are added up in slice order. Each slice
+draws its dropout and drop-path masks from a generator of its own, seeded from the module
+generator of ``kernels.dropout``, so a run gives the same numbers every time for the same number
+of threads (another number of threads draws other masks, as another batch size would).
+
+The kernels run in several threads at once: they must not keep scratch buffers between calls.
+On the GPU there is one stream of work anyway, and everything runs in the calling thread.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from minicct import backend
+from minicct.autograd import Tensor, grad, no_grad
+
+_pool = None   # (threads, ThreadPoolExecutor), kept between steps
+
+
+def default_threads() -> int:
+    """$MINICCT_THREADS if set, else the number of CPU cores this process may run on."""
+    env = os.environ.get("MINICCT_THREADS", "").strip()
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _executor(threads):
+    global _pool
+    if _pool is None or _pool[0] != threads:
+        if _pool is not None:
+            _pool[1].shutdown(wait=True)
+        _pool = (threads, ThreadPoolExecutor(threads, thread_name_prefix="minicct-parallel"))
+    return _pool[1]
+
+
+def _raw(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def split(n, threads):
+    """[(lo, hi), ...]: n samples in ``threads`` contiguous slices, sizes differing by at most one."""
+    bounds = [n * i // threads for i in range(threads + 1)]
+    return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+
+
+def _threads_for(x, threads):
+    """How many threads to use for a batch x: 1 on the GPU or for a single sample."""
+    if backend.is_gpu_array(x):
+        return 1
+    return max(1, min(default_threads() if threads is None else int(threads), len(x)))
+
+
+def forward_backward(model, loss_fn, x, y, threads=None) -> float:
+    """``loss = loss_fn(model(x), y); loss.backward()`` over slices of the batch in parallel threads.
+
+    model: a Module; loss_fn(logits, y) -> a mean over the batch (e.g. ``F.cross_entropy``);
+    x: (N, ...) Tensor or array; y: (N, ...) targets. Each parameter's gradient is *added* to its
+    ``.grad``, as ``backward()`` does. Returns the batch's loss as a float.
+    threads: default ``default_threads()``; 1 runs the plain serial code in the calling thread.
+    """
+    from minicct.kernels import dropout
+    xa, ya = _raw(x), _raw(y)
+    threads = _threads_for(xa, threads)
+    if threads == 1:
+        loss = loss_fn(model(Tensor._wrap(xa)), Tensor._wrap(ya))
+        value = float(loss.item())
+        loss.backward()
+        return value
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    n = len(xa)
+    slices = split(n, threads)
+    # Seeds drawn here, in the calling thread and in slice order: the module generator advances
+    # the same way every step, whatever order the threads run in.
+    seeds = dropout.get_generator().integers(0, 2**63, size=len(slices))
+
+    def work(i):
+        lo, hi = slices[i]
+        with dropout.thread_generator(np.random.default_rng(seeds[i])):
+            loss = loss_fn(model(Tensor._wrap(xa[lo:hi])), Tensor._wrap(ya[lo:hi]))
+            weight = (hi - lo) / n
+            value = float(loss.item()) * weight
+            return value, grad(loss, params, grad_output=weight)
+
+    with backend.limit_blas_threads(1):
+        results = list(_executor(threads).map(work, range(len(slices))))
+
+    for j, p in enumerate(params):
+        parts = [gs[j].data for _, gs in results if gs[j] is not None]
+        if not parts:
+            continue
+        total = parts[0] + parts[1] if len(parts) > 1 else parts[0].copy()   # a fresh array
+        for g in parts[2:]:
+            total += g
+        if p.grad is None:
+            p.grad = Tensor._wrap(total)
+        else:
+            p.grad.data += total
+    return sum(v for v, _ in results)
+
+
+def forward(model, x, threads=None) -> Tensor:
+    """``model(x)`` without a graph (evaluation), over slices of the batch in parallel threads.
+    x: (N, ...) Tensor or array -> the outputs of the slices joined along axis 0 (a Tensor)."""
+    xa = _raw(x)
+    threads = _threads_for(xa, threads)
+    if threads == 1:
+        with no_grad():
+            return model(Tensor._wrap(xa))
+
+    def work(bounds):
+        lo, hi = bounds
+        with no_grad():   # grad mode is per thread: each worker turns it off for itself
+            return model(Tensor._wrap(xa[lo:hi])).data
+
+    with backend.limit_blas_threads(1):
+        outs = list(_executor(threads).map(work, split(len(xa), threads)))
+    return Tensor._wrap(backend.get_array_module(outs[0]).concatenate(outs, axis=0))

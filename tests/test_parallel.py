@@ -1,0 +1,100 @@
+"""minicct.parallel: the batch split over threads gives the serial step's loss and gradients."""
+import numpy as np
+import pytest
+
+import minicct
+from minicct import backend, functional as F, models, parallel
+from minicct.kernels import dropout
+
+
+def tiny(**kw):
+    minicct.nn.init.manual_seed(0)
+    return models.create_model("cct_2_3x2_32", embedding_dim=32, num_layers=2, num_heads=2, **kw)
+
+
+def batch(n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, n)
+
+
+def grads(model):
+    return {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_split_covers_the_batch_evenly():
+    assert parallel.split(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert parallel.split(2, 4) == [(0, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_same_loss_and_gradients_as_one_thread(threads):
+    model = tiny(attention_dropout=0.0, stochastic_depth=0.0)   # no random masks: must match exactly
+    x, y = batch()
+    v1 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=1)
+    g1 = grads(model)
+    model.zero_grad()
+    v2 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=threads)
+    g2 = grads(model)
+    assert v2 == pytest.approx(v1, rel=1e-6)
+    assert g1.keys() == g2.keys()
+    # SeqPool's bias has a zero gradient in exact arithmetic (the softmax cancels it): float32
+    # noise there is judged against the size of the other gradients.
+    floor = 1e-7 * max(np.abs(g).max() for g in g1.values())
+    for name in g1:
+        scale = np.abs(g1[name]).max()
+        assert np.abs(g1[name] - g2[name]).max() <= 1e-5 * scale + floor, name
+
+
+def test_gradients_add_to_grad_like_backward():
+    model = tiny(attention_dropout=0.0, stochastic_depth=0.0)
+    x, y = batch()
+    parallel.forward_backward(model, F.cross_entropy, x, y, threads=2)
+    once = grads(model)
+    parallel.forward_backward(model, F.cross_entropy, x, y, threads=2)
+    for name, g in grads(model).items():
+        np.testing.assert_allclose(g, 2 * once[name], rtol=1e-5, atol=1e-8)
+
+
+def test_dropout_masks_are_reproducible():
+    x, y = batch()
+    runs = []
+    for _ in range(2):
+        model = tiny(attention_dropout=0.3, stochastic_depth=0.3)
+        dropout.manual_seed(7)
+        v = parallel.forward_backward(model, F.cross_entropy, x, y, threads=2)
+        runs.append((v, grads(model), dropout.get_generator().random()))
+    (v1, g1, r1), (v2, g2, r2) = runs
+    assert v1 == v2 and r1 == r2       # same loss; the module generator advanced the same way
+    for name in g1:
+        np.testing.assert_array_equal(g1[name], g2[name])
+
+
+def test_forward_matches_the_model():
+    model = tiny().eval()
+    x, _ = batch(7)
+    with minicct.no_grad():
+        want = model(minicct.Tensor(x)).numpy()
+    got = parallel.forward(model, x, threads=3)
+    assert not got.requires_grad
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_blas_threads_limited_and_restored():
+    before = backend.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minicct can talk to")
+    with backend.limit_blas_threads(1):
+        assert backend.blas_threads() == 1
+    assert backend.blas_threads() == before
+
+
+def test_thread_generator_is_per_thread():
+    import threading
+    g = np.random.default_rng(1)
+    seen = {}
+    with dropout.thread_generator(g):
+        t = threading.Thread(target=lambda: seen.setdefault("other", dropout.get_generator()))
+        t.start()
+        t.join()
+        assert dropout.get_generator() is g
+    assert seen["other"] is not g and dropout.get_generator() is not g
