@@ -9,7 +9,9 @@ One epoch (``train_one_epoch``) is the classic loop
         loss = cross_entropy(model(x), y)     # mixing and label smoothing already made y
         loss.backward(); optimizer.step(); optimizer.zero_grad()
 
-with a NaN/inf check on every loss. After each epoch the run writes ``<output>/last.npz`` (and
+with a NaN/inf check on every loss. On the CPU the forward and backward lines run as
+``parallel.forward_backward(model, cross_entropy, x, y)``: the same loss and gradients, computed
+over slices of the batch on every core (``minicct.parallel``). After each epoch the run writes ``<output>/last.npz`` (and
 ``best.npz`` when test top-1 improves) atomically, appends a row to ``metrics.csv`` and redraws
 ``curves.png``.
 
@@ -142,7 +144,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
 
     Raises NonFiniteLoss (before any update from that batch) when a loss is NaN or infinite.
     """
-    from minicct import Tensor
+    from minicct import Tensor, parallel
     from minicct import functional as F
 
     model.train()
@@ -154,11 +156,10 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
         for step, (x, y) in enumerate(loader):
             x = Tensor(backend.to_device(x, device))
             y = Tensor(backend.to_device(y, device))
-            loss = F.cross_entropy(model(x), y)
-            value = float(loss.item())
+            # loss = F.cross_entropy(model(x), y); loss.backward() -- on all cores (minicct.parallel)
+            value = parallel.forward_backward(model, F.cross_entropy, x, y)
             if not math.isfinite(value):
                 raise NonFiniteLoss(epoch, step, steps, value)
-            loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             n = x.shape[0]
@@ -181,7 +182,7 @@ def evaluate(model, loader, device, progress=False):
 
     Returns {'test_loss', 'test_top1', 'test_top5', 'n'}.
     """
-    from minicct import Tensor, no_grad
+    from minicct import Tensor, no_grad, parallel
 
     was_training = getattr(model, "training", True)
     model.eval()
@@ -190,7 +191,7 @@ def evaluate(model, loader, device, progress=False):
     try:
         with no_grad():
             for x, y in loader:
-                logits = model(Tensor(backend.to_device(x, device))).data
+                logits = parallel.forward(model, Tensor(backend.to_device(x, device))).data
                 logits = backend.to_numpy(logits).astype(np.float64)
                 y = np.asarray(y)
                 # cross-entropy from a stable log-softmax: logsumexp(z) - z[label]
