@@ -229,16 +229,17 @@ class DataLoader:
                 tasks.put_nowait(None)
             except Exception:
                 pass
-        # No draining of `results` here: a worker that exits (its queue has cancel_join_thread) can
-        # leave half a batch in the pipe, and reading it would block forever. Workers do not need
-        # the drain to exit, so wait a little for them and terminate any that are still busy.
+        # Nothing is read from `results` any more: a worker that exits (or is terminated) while its
+        # batch is half-written into the pipe would leave a partial message that blocks a reader for
+        # ever. The workers don't wait for their unread batches either (cancel_join_thread), so they
+        # exit as soon as they see the None, and the pipe is thrown away with its contents.
         deadline = time.monotonic() + 2.0
         for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
         for p in procs:
             if p.is_alive():
                 p.terminate()
-            p.join(timeout=1.0)
+                p.join(timeout=1.0)
         for q in (tasks, results):
             q.cancel_join_thread()
             q.close()
