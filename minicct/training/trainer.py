@@ -210,11 +210,12 @@ def evaluate(model, loader, device, progress=False):
 
 
 def _progress(total, desc, enabled):
+    """A tqdm bar on stderr, shown only on a terminal (a log file gets the per-epoch lines alone)."""
     if not enabled:
         return None
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5,
-                file=sys.stderr)
+                file=sys.stderr, disable=None)
 
 
 def _fmt_time(seconds):
