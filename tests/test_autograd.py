@@ -169,15 +169,27 @@ def test_deep_chain_has_no_recursion_error():
 def test_graph_is_released_after_backward():
     x = Tensor(np.ones((100, 100)), requires_grad=True)
     h = x * 2.0
-    ref = weakref.ref(h)
+    ref = weakref.ref(h.data)
     y = (h.exp() * h).sum()
     del h
     gc.collect()
-    assert ref() is not None  # the graph holds it
+    assert ref() is not None  # the graph holds h's array: Mul saved it for backward
     y.backward()
     gc.collect()
     assert ref() is None       # freed by backward
     assert y._ctx is None
+
+
+def test_graph_keeps_only_the_arrays_backward_needs():
+    x = Tensor(np.ones((100, 100)), requires_grad=True)
+    h = x * 2.0
+    ref = weakref.ref(h.data)
+    y = ((h + 1.0) * x).sum()   # h feeds an Add, whose backward needs nothing from it
+    del h
+    gc.collect()
+    assert ref() is None        # so the graph does not keep h's array alive
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full((100, 100), 5.0))   # 2x + 1 + 2x
 
 
 def test_memory_does_not_grow_over_steps():

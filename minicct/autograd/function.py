@@ -28,7 +28,7 @@ class Context:
     def __init__(self):
         self.saved_tensors = ()
         self.needs_input_grad = ()
-        self.parents = ()   # the Tensor inputs (None for non-Tensor args), in positional order
+        self.parents = ()   # the Tensor inputs' graph nodes (None for non-Tensor args), in order
         self.fn = None      # the Function class, for backward
 
     def save_for_backward(self, *arrays):
@@ -75,7 +75,9 @@ class Function:
         out = cls.forward(ctx, *raw, **kwargs)
         t = Tensor._wrap(out, requires_grad=record)
         if record:
-            ctx.parents = tuple(a if isinstance(a, Tensor) else None for a in args)
+            # The inputs as graph nodes: leaves themselves, computed tensors by a stand-in that
+            # does not hold their array (Tensor._graph_node).
+            ctx.parents = tuple(a._graph_node() if isinstance(a, Tensor) else None for a in args)
             ctx.fn = cls
             t._ctx = ctx
         return t

@@ -88,6 +88,26 @@ class Tensor:
         t.requires_grad = requires_grad
         return t
 
+    def _graph_node(self):
+        """What a graph records when this tensor is the input of a Function.
+
+        A leaf: the tensor itself (backward adds into its ``.grad``). A computed tensor: a stand-in
+        made once, sharing its ``_ctx`` (the Function that computed it) but not its array -- its
+        data is one element broadcast to the shape. So the graph keeps an intermediate result
+        alive only where a Function saved it for backward, as PyTorch's graph holds nodes rather
+        than tensors: a ReLU's input, say, is freed as soon as the forward pass lets go of it.
+        """
+        if self._ctx is None:
+            return self
+        node = getattr(self, "_node", None)
+        if node is None:
+            xp = backend.get_array_module(self.data)
+            node = Tensor._wrap(xp.broadcast_to(xp.empty((), self.data.dtype), self.data.shape),
+                                requires_grad=True)
+            node._ctx = self._ctx
+            self._node = node
+        return node
+
     def requires_grad_(self, flag=True):
         if flag and self.data.dtype.kind != "f":
             raise TypeError(f"only float tensors can require gradients (this one is {self.data.dtype})")
@@ -301,11 +321,13 @@ def _backpropagate(root, g, on_leaf=None, capture=None):
     """Walk the graph behind ``root`` from the output to the leaves, with d(root) = ``g``.
 
     on_leaf(t, g): called once with each leaf's total gradient (``backward`` accumulates it).
-    capture: optional dict id(tensor) -> None, filled with the total gradient of those tensors
-    (leaves or not) as the walk reaches them (``grad``). The graph is freed as it is walked.
+    capture: optional dict id(graph node) -> None, filled with the total gradient of those nodes
+    (``t._graph_node()``: leaves or not) as the walk reaches them (``grad``). The graph is freed
+    as it is walked.
     """
-    order = root._topological_order()
-    grads = {id(root): g}
+    start = root._graph_node()
+    order = start._topological_order()
+    grads = {id(start): g}
     for t in order:
         g = grads.pop(id(t), None)
         if capture is not None and id(t) in capture:
@@ -332,6 +354,9 @@ def _backpropagate(root, g, on_leaf=None, capture=None):
         ctx.release()
         t._ctx = None
         t._freed = True
+    if start is not root:
+        root._ctx = None
+        root._freed = True
 
 
 def grad(output, inputs, grad_output=None):
@@ -358,9 +383,10 @@ def grad(output, inputs, grad_output=None):
         g = grad_output.data if isinstance(grad_output, Tensor) else \
             xp.asarray(grad_output, dtype=output.dtype)
         g = xp.broadcast_to(g, output.shape) if g.shape != output.shape else g
-    capture = {id(t): None for t in inputs}
+    nodes = [t._graph_node() for t in inputs]
+    capture = {id(n): None for n in nodes}
     _backpropagate(output, g, capture=capture)
-    return [None if capture[id(t)] is None else Tensor._wrap(capture[id(t)]) for t in inputs]
+    return [None if capture[id(n)] is None else Tensor._wrap(capture[id(n)]) for n in nodes]
 
 
 def _raw(x):
