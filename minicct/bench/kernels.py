@@ -9,7 +9,10 @@ Inputs have the memory layout they have inside the model (conv outputs are chann
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -173,15 +176,51 @@ def _np(a):
     return np.ascontiguousarray(to_numpy(a))
 
 
+def _torch_child(device, batch, only, warmup, repeat):
+    """In a child process: torch's fwd / bwd ms for each row, printed as one JSON line.
+
+    torch runs in its own process because its thread pools and NumPy's OpenBLAS threads in one
+    process slow each other down badly on a small shared machine (seen: a 10 ms GEMM taking 2.5 s
+    right after a torch op), which would time the interference, not the kernels.
+    """
+    torch, tdev = try_torch(device)
+    if torch is None:
+        print("null")
+        return
+    rng = np.random.default_rng(0)
+    out = {"version": torch.__version__, "threads": torch.get_num_threads(), "device": tdev, "rows": {}}
+    for name, (desc, build) in _cases(batch).items():
+        if only and name not in only:
+            continue
+        tf, tb = build(np, rng)["torch"](torch, tdev)
+        t = time_interleaved_ms({"fwd": lambda: (tf(), torch_sync(torch, tdev)),
+                                 "bwd": lambda: (tb(), torch_sync(torch, tdev))}, np, warmup, repeat)
+        out["rows"][name] = t
+    print(json.dumps(out))
+
+
+def _torch_times(args, only):
+    """Run _torch_child in a fresh interpreter; None when torch is missing or it fails."""
+    if args.no_torch or importlib.util.find_spec("torch") is None:   # look, but don't import here
+        return None
+    code = ("from minicct.bench.kernels import _torch_child; "
+            f"_torch_child({args.device!r}, {args.batch}, {sorted(only)!r}, {args.warmup}, {args.repeat})")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"torch comparison failed:\n{p.stderr[-2000:]}")
+        return None
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def main(args):
     xp = device_xp(args.device)
-    torch, tdev = (None, None) if args.no_torch else try_torch(args.device)
     rng = np.random.default_rng(0)
     only = {s for s in args.only.split(",") if s}
+    tt = _torch_times(args, only)      # first, in a child process (see _torch_child)
     sg_fn, sg_flops = sgemm(xp)
     sg = sgemm_gflops(xp, warmup=args.warmup, repeat=args.repeat)
     print(f"device {args.device}, batch {args.batch}, float32; sgemm 2048^3: {sg:.0f} GFLOP/s"
-          + (f"; torch {torch.__version__} on {tdev} ({torch.get_num_threads()} threads)" if torch
+          + (f"; torch {tt['version']} on {tt['device']} ({tt['threads']} threads, own process)" if tt
              else "; torch not compared"))
 
     rows, results = [], []
@@ -198,10 +237,6 @@ def main(args):
             # Reference pass: a copy into a new array, as every out-of-place op must make one
             # (on a CPU a fresh large array costs page faults, which a kernel pays too).
             fns["copy"] = lambda: xp.array(out, copy=True)    # keeps the memory order ('K')
-        if torch is not None:
-            tf, tb = case["torch"](torch, tdev)
-            fns["torch_fwd"] = lambda: (tf(), torch_sync(torch, tdev))
-            fns["torch_bwd"] = lambda: (tb(), torch_sync(torch, tdev))
         t = time_interleaved_ms(fns, xp, args.warmup, args.repeat)
         r = dict(kernel=name, shape=desc, fwd_ms=t["fwd"], bwd_ms=t["bwd"])
         if "sgemm" in t:
@@ -211,9 +246,9 @@ def main(args):
             r["of_sgemm"] = r["gflops"] / r["sgemm_gflops"]
         if "copy" in t:
             r["x_copy"] = t["fwd"] / t["copy"]
-        if torch is not None:
-            r["torch_fwd_ms"], r["torch_bwd_ms"] = t["torch_fwd"], t["torch_bwd"]
-            r["vs_torch"] = (t["fwd"] + t["bwd"]) / (t["torch_fwd"] + t["torch_bwd"])
+        if tt and name in tt["rows"]:
+            r["torch_fwd_ms"], r["torch_bwd_ms"] = tt["rows"][name]["fwd"], tt["rows"][name]["bwd"]
+            r["vs_torch"] = (t["fwd"] + t["bwd"]) / (r["torch_fwd_ms"] + r["torch_bwd_ms"])
         results.append(r)
         del case, fns
         rows.append([name, desc, f"{r['fwd_ms']:.2f}", f"{r['bwd_ms']:.2f}",
@@ -221,9 +256,9 @@ def main(args):
                      f"{r['sgemm_gflops']:.0f}" if "gflops" in r else "",
                      f"{100 * r['of_sgemm']:.0f}%" if "of_sgemm" in r else "",
                      f"{r['x_copy']:.1f}" if "x_copy" in r else "",
-                     f"{r['torch_fwd_ms']:.2f}" if torch else "-",
-                     f"{r['torch_bwd_ms']:.2f}" if torch else "-",
-                     f"{r['vs_torch']:.2f}x" if torch else "-"])
+                     f"{r['torch_fwd_ms']:.2f}" if "vs_torch" in r else "-",
+                     f"{r['torch_bwd_ms']:.2f}" if "vs_torch" in r else "-",
+                     f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "-"])
         print(f"  {name}: fwd {r['fwd_ms']:.2f} ms, bwd {r['bwd_ms']:.2f} ms", flush=True)
 
     print()
