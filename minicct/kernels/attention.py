@@ -31,17 +31,30 @@ def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None):
     xp.exp(P, out=P)
     P /= P.sum(axis=-1, keepdims=True)
     A, mask = dropout_forward(P, dropout_p, training, generator)
-    return A @ v, (q, k, v, P, A, mask, scale)
+    # Saved for backward: P and, with dropout, which weights were kept as 1-byte booleans. A and
+    # the float mask (two more arrays of P's size, the largest in the layer) are not kept:
+    # backward rebuilds A = P * keep / (1 - p) in one pass.
+    keep = None if mask is None else mask != 0
+    return A @ v, (q, k, v, P, keep, dropout_p, scale)
+
+
+def _kept(a, keep, p):
+    """a * keep / (1 - p): dropout's scaling, in place on a (the same float32 products as forward)."""
+    a *= keep
+    a *= 1.0 / (1.0 - p) if p < 1.0 else 0.0
+    return a
 
 
 def sdpa_backward(gy, cache):
     """gy: (..., L, Dv) -> (gq, gk, gv), shapes of q, k, v."""
-    q, k, v, P, A, mask, scale = cache
+    q, k, v, P, keep, p, scale = cache
     xp = get_array_module(gy)
+    A = P if keep is None else _kept(P.copy(), keep, p)
     gv = xp.swapaxes(A, -1, -2) @ gy
+    del A
     g = gy @ xp.swapaxes(v, -1, -2)          # gradient of A
-    if mask is not None:
-        g *= mask                            # through dropout: gP = gA * mask
+    if keep is not None:
+        _kept(g, keep, p)                    # through dropout: gP = gA * mask
     # Softmax Jacobian: gS = P * (gP - sum(gP * P)); then the scale of S.
     s = xp.einsum("...ij,...ij->...i", g, P)[..., None]
     g -= s
