@@ -15,6 +15,26 @@ from minicct.training.errors import run_cli  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+_DATASETS = {}
+
+
+@pytest.fixture(autouse=True)
+def generate_shapes_once(monkeypatch):
+    """Each run would generate the 6,000 shapes images again (seconds): reuse one copy per session.
+    Runs get fresh arrays (the trainer slices them for --train-limit)."""
+    import copy
+    import minicct.data
+    real = minicct.data.get_dataset
+
+    def cached(name, *args, **kwargs):
+        key = (str(name), args, tuple(sorted(kwargs.items())))
+        if key not in _DATASETS:
+            _DATASETS[key] = real(name, *args, **kwargs)
+        return type(_DATASETS[key])(*(copy.copy(ds) for ds in _DATASETS[key]))
+
+    monkeypatch.setattr(minicct.data, "get_dataset", cached)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A toy CCT trained 2 epochs on 384 shapes images (light augmentation)."""

@@ -23,6 +23,26 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model-kwargs", "embedding_dim=32", "num_layers=2", "num_heads=2", "mlp_ratio=1", "in_planes=16"]
 
 
+_DATASETS = {}
+
+
+@pytest.fixture(autouse=True)
+def generate_shapes_once(monkeypatch):
+    """Each run would generate the 6,000 shapes images again (seconds): reuse one copy per session.
+    Runs get fresh arrays (the trainer slices them for --train-limit)."""
+    import copy
+    import minicct.data
+    real = minicct.data.get_dataset
+
+    def cached(name, *args, **kwargs):
+        key = (str(name), args, tuple(sorted(kwargs.items())))
+        if key not in _DATASETS:
+            _DATASETS[key] = real(name, *args, **kwargs)
+        return type(_DATASETS[key])(*(copy.copy(ds) for ds in _DATASETS[key]))
+
+    monkeypatch.setattr(minicct.data, "get_dataset", cached)
+
+
 def tiny_args(out, *extra, epochs=3, limit=192):
     """A toy shapes run: 192 train / 96 test images, batch 32, full paper augmentation (so every
     random generator is exercised), warmup 1, cooldown 0."""
@@ -132,6 +152,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys)
     (["shapes", "--model", "cct_2_3x3_32"], "unknown model"),
     (["/no/such/folder"], "not a directory"),
     (["shapes", "--resume", "/no/such/ckpt.npz"], "no checkpoint"),
+    (["shapes", "--aa", "rand-mX", "--train-limit", "256"], "RandAugment"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, words):
     code, out, err = run(argv + ["--output", str(tmp_path / "o")], capsys)

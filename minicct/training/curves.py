@@ -76,8 +76,8 @@ def _draw_panel(draw, font, x0, y0, title, epochs, series):
             draw.line(pts, fill=colour, width=2)
         for x, y in pts:
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        lx = right - 70  # legend, top right
-        ly = top + 6 + 14 * i
+        lx = right - 70 * (len(series) - i)  # legend in the header, right of the title: never on a line
+        ly = y0 + 8
         draw.line([(lx, ly + 5), (lx + 16, ly + 5)], fill=colour, width=2)
         draw.text((lx + 20, ly), name, fill="black", font=font)
 

@@ -139,10 +139,11 @@ def set_rng_state(state: dict):
 
 
 # ---- one epoch --------------------------------------------------------------------------------------
-def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True):
+def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print):
     """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time'}.
 
     Raises NonFiniteLoss (before any update from that batch) when a loss is NaN or infinite.
+    progress: a tqdm bar on a terminal; elsewhere (a log file) a line every tenth of the epoch.
     """
     from minicct import Tensor, parallel
     from minicct import functional as F
@@ -165,10 +166,13 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
             n = x.shape[0]
             loss_mean.update(value, n)
             seen += n
-            if bar is not None:
+            rate = seen / (time.perf_counter() - t0)
+            if bar is not None and not bar.disable:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_mean.value:.4f}", lr=f"{lr:.3g}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_mean.value:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}",
+                                refresh=False)
+            elif progress and (step + 1) % max(1, steps // 10) == 0 and step + 1 < steps:
+                log(f"  epoch {epoch}: step {step + 1}/{steps}  loss {loss_mean.value:.4f}  {rate:.0f} img/s")
     finally:
         if bar is not None:
             bar.close()
@@ -288,10 +292,13 @@ class Trainer:
         from minicct.data.loader import eval_loader, train_loader
         a = self.args
         aa = None if str(a.aa).lower() in ("", "none", "off") else a.aa
-        train = train_loader(self.train_set, batch_size=a.batch_size, seed=a.seed, workers=a.workers,
-                             auto_augment=aa, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix,
-                             mix_prob=a.mixup_prob, switch_prob=a.mixup_switch_prob, smoothing=a.smoothing,
-                             reprob=a.reprob)
+        try:
+            train = train_loader(self.train_set, batch_size=a.batch_size, seed=a.seed, workers=a.workers,
+                                 auto_augment=aa, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix,
+                                 mix_prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
+                                 smoothing=a.smoothing, reprob=a.reprob)
+        except ValueError as e:  # a malformed --aa policy, an impossible probability...
+            raise RunError(f"bad augmentation settings: {e}") from None
         test = eval_loader(self.test_set, batch_size=a.eval_batch_size, mean=self.train_set.mean,
                            std=self.train_set.std)
         return train, test
@@ -352,8 +359,9 @@ class Trainer:
         a = self.args
         n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
         preset = f", preset {a.preset}" if a.preset else ""
-        aug = (f"aa {a.aa}, mixup {a.mixup}, cutmix {a.cutmix} (off from epoch {a.mixup_off_epoch}), "
-               f"reprob {a.reprob}, smoothing {a.smoothing}")
+        mixing = a.mixup > 0 or a.cutmix > 0
+        off = f" (off from epoch {a.mixup_off_epoch})" if mixing and a.mixup_off_epoch else ""
+        aug = f"aa {a.aa}, mixup {a.mixup}, cutmix {a.cutmix}{off}, reprob {a.reprob}, smoothing {a.smoothing}"
         return (f"{a.model} ({n_params / 1e6:.3f} M parameters) on {a.dataset}: {len(self.train_set)} train / "
                 f"{len(self.test_set)} test images, {self.train_set.num_classes} classes, "
                 f"{self.train_set.img_size}px; device {self.device}{preset}\n"
@@ -400,7 +408,7 @@ class Trainer:
             self.train_loader.mixup.enabled = not (a.mixup_off_epoch and epoch >= a.mixup_off_epoch)
         try:
             stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.device, epoch,
-                                    self.total_epochs, lr, self.progress)
+                                    self.total_epochs, lr, self.progress, self.log)
         except NonFiniteLoss as e:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
