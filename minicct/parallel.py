@@ -4,6 +4,11 @@
     optimizer.step(); optimizer.zero_grad()
     logits = parallel.forward(model, x)                               # evaluation, no graph
 
+Each thread also walks its slice in micro-batches of 16 images (gradient accumulation): the
+activations of 16 images fit in the CPU's cache, so the many elementwise passes of a step (layer
+norm, softmax, GELU, pooling...) read and write the cache instead of main memory, and a step's
+activations need a quarter of the memory of one 64-image pass.
+
 Why. A NumPy operation runs on one core, so the elementwise half of a training step (GELU, layer
 norm, softmax, pooling, dropout, the optimizer) leaves every other core idle. OpenBLAS does spread
 one matrix product over threads, but they wait for each other between the blocks of the product,
@@ -19,11 +24,12 @@ upstream gradient n_i / N. Nothing else couples the samples of a batch in these 
 works per token, SeqPool per image; there is no batch norm). A model that did couple them would
 need the whole batch in one thread: pass ``threads=1``.
 
-Reproducible. Each thread's gradients come back to the caller (``autograd.grad``: nothing is
-written into the shared parameters while threads run) and are added up in slice order. Each slice
-draws its dropout and drop-path masks from a generator of its own, seeded from the module
-generator of ``kernels.dropout``, so a run gives the same numbers every time for the same number
-of threads (another number of threads draws other masks, as another batch size would).
+Reproducible. Gradients come back from ``autograd.grad`` (nothing is written into the shared
+parameters while threads run); each thread adds up its pieces in order, and the caller adds the
+threads' sums in order. Each piece draws its dropout and drop-path masks from a generator of its
+own, seeded from the module generator of ``kernels.dropout``, so a run gives the same numbers every
+time for the same threads and micro-batch (other settings draw other masks, as another batch size
+would).
 
 The kernels run in several threads at once: they must not keep scratch buffers between calls.
 On the GPU there is one stream of work anyway, and everything runs in the calling thread.
@@ -78,47 +84,81 @@ def _threads_for(x, threads):
     return max(1, min(default_threads() if threads is None else int(threads), len(x)))
 
 
-def forward_backward(model, loss_fn, x, y, threads=None) -> float:
+MICRO_BATCH = 16   # images per forward/backward pass in a thread (see forward_backward)
+
+
+def micro_batches(n, threads, micro_batch=MICRO_BATCH):
+    """[[(lo, hi), ...] per thread]: n samples in ``threads`` contiguous ranges, each cut into
+    pieces of at most ``micro_batch`` (None: one piece per range)."""
+    out = []
+    for lo, hi in split(n, threads):
+        step = hi - lo if micro_batch is None else max(1, int(micro_batch))
+        out.append([(a, min(hi, a + step)) for a in range(lo, hi, step)])
+    return out
+
+
+def forward_backward(model, loss_fn, x, y, threads=None, micro_batch=MICRO_BATCH) -> float:
     """``loss = loss_fn(model(x), y); loss.backward()`` over slices of the batch in parallel threads.
 
     model: a Module; loss_fn(logits, y) -> a mean over the batch (e.g. ``F.cross_entropy``);
     x: (N, ...) Tensor or array; y: (N, ...) targets. Each parameter's gradient is *added* to its
     ``.grad``, as ``backward()`` does. Returns the batch's loss as a float.
-    threads: default ``default_threads()``; 1 runs the plain serial code in the calling thread.
+    threads: default ``default_threads()``; 1 runs in the calling thread.
+    micro_batch: each thread walks its slice in pieces of this many samples, one forward and
+    backward each, adding up their gradients (gradient accumulation). Smaller pieces keep each
+    elementwise pass over the activations in the CPU's cache instead of main memory, and only one
+    piece's activations per thread exist at a time; below ~16 images the matrix products get too
+    small. None: one piece per thread. On the GPU the whole batch is one piece.
     """
     from minicct.kernels import dropout
     xa, ya = _raw(x), _raw(y)
+    n = len(xa)
     threads = _threads_for(xa, threads)
-    if threads == 1:
+    if backend.is_gpu_array(xa):
+        micro_batch = None
+    plan = micro_batches(n, threads, micro_batch)
+    if threads == 1 and len(plan[0]) == 1:
         loss = loss_fn(model(Tensor._wrap(xa)), Tensor._wrap(ya))
         value = float(loss.item())
         loss.backward()
         return value
 
     params = [p for p in model.parameters() if p.requires_grad]
-    n = len(xa)
-    slices = split(n, threads)
-    # Seeds drawn here, in the calling thread and in slice order: the module generator advances
-    # the same way every step, whatever order the threads run in.
-    seeds = dropout.get_generator().integers(0, 2**63, size=len(slices))
+    # One seed per piece, drawn here in the calling thread and in order: the module generator
+    # advances the same way every step, whatever order the threads run in.
+    seeds = iter(dropout.get_generator().integers(0, 2**63, size=sum(map(len, plan))))
+    plan = [[(lo, hi, next(seeds)) for lo, hi in pieces] for pieces in plan]
 
-    def work(i):
-        lo, hi = slices[i]
-        with dropout.thread_generator(np.random.default_rng(seeds[i])):
-            loss = loss_fn(model(Tensor._wrap(xa[lo:hi])), Tensor._wrap(ya[lo:hi]))
-            weight = (hi - lo) / n
-            value = float(loss.item()) * weight
-            return value, grad(loss, params, grad_output=weight)
+    def work(pieces):
+        """One thread: its pieces in order; returns (its share of the loss, its gradient sums)."""
+        value, sums = 0.0, [None] * len(params)
+        for lo, hi, seed in pieces:
+            with dropout.thread_generator(np.random.default_rng(seed)):
+                loss = loss_fn(model(Tensor._wrap(xa[lo:hi])), Tensor._wrap(ya[lo:hi]))
+                weight = (hi - lo) / n
+                value += float(loss.item()) * weight
+                grads = grad(loss, params, grad_output=weight)
+            for j, g in enumerate(grads):
+                if g is None:
+                    continue
+                if sums[j] is None:
+                    sums[j] = g.data.copy()   # a copy: grad() may hand one array to two inputs
+                else:
+                    sums[j] += g.data
+        return value, sums
 
-    with backend.limit_blas_threads(1):
-        results = list(_executor(threads).map(work, range(len(slices))))
+    if threads == 1:
+        results = [work(plan[0])]
+    else:
+        with backend.limit_blas_threads(1):
+            results = list(_executor(threads).map(work, plan))
 
-    for j, p in enumerate(params):
-        parts = [gs[j].data for _, gs in results if gs[j] is not None]
+    for j, p in enumerate(params):   # the threads' sums, added in thread order
+        parts = [sums[j] for _, sums in results if sums[j] is not None]
         if not parts:
             continue
-        total = parts[0] + parts[1] if len(parts) > 1 else parts[0].copy()   # a fresh array
-        for g in parts[2:]:
+        total = parts[0]
+        for g in parts[1:]:
             total += g
         if p.grad is None:
             p.grad = Tensor._wrap(total)
@@ -127,20 +167,26 @@ def forward_backward(model, loss_fn, x, y, threads=None) -> float:
     return sum(v for v, _ in results)
 
 
-def forward(model, x, threads=None) -> Tensor:
-    """``model(x)`` without a graph (evaluation), over slices of the batch in parallel threads.
-    x: (N, ...) Tensor or array -> the outputs of the slices joined along axis 0 (a Tensor)."""
+def forward(model, x, threads=None, micro_batch=MICRO_BATCH) -> Tensor:
+    """``model(x)`` without a graph (evaluation), over slices of the batch in parallel threads,
+    each in pieces of ``micro_batch`` samples (see forward_backward).
+    x: (N, ...) Tensor or array -> the outputs of the pieces joined along axis 0 (a Tensor)."""
     xa = _raw(x)
     threads = _threads_for(xa, threads)
-    if threads == 1:
+    if backend.is_gpu_array(xa):
+        micro_batch = None
+    plan = micro_batches(len(xa), threads, micro_batch)
+    if threads == 1 and len(plan[0]) == 1:
         with no_grad():
             return model(Tensor._wrap(xa))
 
-    def work(bounds):
-        lo, hi = bounds
+    def work(pieces):
         with no_grad():   # grad mode is per thread: each worker turns it off for itself
-            return model(Tensor._wrap(xa[lo:hi])).data
+            return [model(Tensor._wrap(xa[lo:hi])).data for lo, hi in pieces]
 
-    with backend.limit_blas_threads(1):
-        outs = list(_executor(threads).map(work, split(len(xa), threads)))
+    if threads == 1:
+        outs = work(plan[0])
+    else:
+        with backend.limit_blas_threads(1):
+            outs = [o for part in _executor(threads).map(work, plan) for o in part]
     return Tensor._wrap(backend.get_array_module(outs[0]).concatenate(outs, axis=0))

@@ -26,14 +26,19 @@ def test_split_covers_the_batch_evenly():
     assert parallel.split(2, 4) == [(0, 1), (1, 2)]
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_same_loss_and_gradients_as_one_thread(threads):
+def test_micro_batches_cover_each_slice_in_order():
+    assert parallel.micro_batches(10, 2, 3) == [[(0, 3), (3, 5)], [(5, 8), (8, 10)]]
+    assert parallel.micro_batches(10, 2, None) == [[(0, 5)], [(5, 10)]]
+
+
+@pytest.mark.parametrize("threads,micro_batch", [(2, None), (3, None), (1, 3), (2, 2)])
+def test_same_loss_and_gradients_as_one_pass(threads, micro_batch):
     model = tiny(attention_dropout=0.0, stochastic_depth=0.0)   # no random masks: must match exactly
     x, y = batch()
-    v1 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=1)
+    v1 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=1, micro_batch=None)
     g1 = grads(model)
     model.zero_grad()
-    v2 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=threads)
+    v2 = parallel.forward_backward(model, F.cross_entropy, x, y, threads=threads, micro_batch=micro_batch)
     g2 = grads(model)
     assert v2 == pytest.approx(v1, rel=1e-6)
     assert g1.keys() == g2.keys()
@@ -61,7 +66,7 @@ def test_dropout_masks_are_reproducible():
     for _ in range(2):
         model = tiny(attention_dropout=0.3, stochastic_depth=0.3)
         dropout.manual_seed(7)
-        v = parallel.forward_backward(model, F.cross_entropy, x, y, threads=2)
+        v = parallel.forward_backward(model, F.cross_entropy, x, y, threads=2, micro_batch=3)
         runs.append((v, grads(model), dropout.get_generator().random()))
     (v1, g1, r1), (v2, g2, r2) = runs
     assert v1 == v2 and r1 == r2       # same loss; the module generator advanced the same way
@@ -74,7 +79,7 @@ def test_forward_matches_the_model():
     x, _ = batch(7)
     with minicct.no_grad():
         want = model(minicct.Tensor(x)).numpy()
-    got = parallel.forward(model, x, threads=3)
+    got = parallel.forward(model, x, threads=3, micro_batch=2)
     assert not got.requires_grad
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
