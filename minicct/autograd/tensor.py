@@ -101,9 +101,7 @@ class Tensor:
             return self
         node = getattr(self, "_node", None)
         if node is None:
-            xp = backend.get_array_module(self.data)
-            node = Tensor._wrap(xp.broadcast_to(xp.empty((), self.data.dtype), self.data.shape),
-                                requires_grad=True)
+            node = Tensor._wrap(_stand_in(self.data), requires_grad=True)
             node._ctx = self._ctx
             self._node = node
         return node
@@ -315,6 +313,22 @@ class Tensor:
 
     def __getitem__(self, index):
         return ops.GetItem.apply(self, index=_raw_index(index))
+
+
+_ONE = {}   # dtype -> a one-element NumPy array that every CPU stand-in of that dtype views
+
+
+def _stand_in(a):
+    """An array with a's shape and dtype over a single element (all strides 0): what a graph
+    node needs to know of a computed tensor, for almost no memory. (np.ndarray directly: this
+    runs for every recorded input, and broadcast_to costs ten times more.)"""
+    if backend.is_gpu_array(a):
+        xp = backend.get_array_module(a)
+        return xp.broadcast_to(xp.empty((), a.dtype), a.shape)
+    one = _ONE.get(a.dtype)
+    if one is None:
+        one = _ONE[a.dtype] = np.zeros(1, a.dtype)
+    return np.ndarray(a.shape, a.dtype, buffer=one, strides=(0,) * a.ndim)
 
 
 def _backpropagate(root, g, on_leaf=None, capture=None):
