@@ -58,7 +58,8 @@ def build_parser(argument_default=None) -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation (AdamW, timm's cosine schedule stepped per epoch)")
     g.add_argument("--epochs", type=int, default=d(300),
                    help="length of the cosine schedule; the run lasts epochs + cooldown-epochs")
-    g.add_argument("--batch-size", "-b", type=int, default=d(128), help="training batch (the last partial batch is dropped)")
+    g.add_argument("--batch-size", "-b", type=int, default=d(128),
+                   help="training batch (the last partial batch is dropped)")
     g.add_argument("--lr", type=float, default=d(5.5e-4), help="peak learning rate")
     g.add_argument("--weight-decay", type=float, default=d(0.06),
                    help="decoupled weight decay (not on biases and 1-D parameters)")
@@ -91,7 +92,8 @@ def build_parser(argument_default=None) -> argparse.ArgumentParser:
     g.add_argument("--eval-batch-size", type=int, default=d(256), help="batch size for evaluation")
     g.add_argument("--stop-epoch", type=int, default=d(None),
                    help="stop before this epoch (the schedule is unchanged): a bounded run to --resume later")
-    g.add_argument("--train-limit", type=int, default=d(None), help="use only the first N training images (quick checks)")
+    g.add_argument("--train-limit", type=int, default=d(None),
+                   help="use only the first N training images (quick checks)")
     g.add_argument("--test-limit", type=int, default=d(None), help="use only the first N test images (quick checks)")
     return p
 

@@ -11,9 +11,9 @@ One epoch (``train_one_epoch``) is the classic loop
 
 with a NaN/inf check on every loss. On the CPU the forward and backward lines run as
 ``parallel.forward_backward(model, cross_entropy, x, y)``: the same loss and gradients, computed
-over slices of the batch on every core (``minicct.parallel``). After each epoch the run writes ``<output>/last.npz`` (and
-``best.npz`` when test top-1 improves) atomically, appends a row to ``metrics.csv`` and redraws
-``curves.png``.
+over slices of the batch on every core (``minicct.parallel``). After each epoch the run writes
+``<output>/last.npz`` (and ``best.npz`` when test top-1 improves) atomically, appends a row to
+``metrics.csv`` and redraws ``curves.png``.
 
 Resuming restores the model, the optimizer's moments, the schedule position, the epoch and every
 random generator, so on the CPU a resumed run ends with the same weights, bit for bit, as one that
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import sys
 import time
@@ -388,9 +387,10 @@ class Trainer:
                              f"{_fmt_time(per_epoch * todo)} to go (the whole run: about "
                              f"{_fmt_time(per_epoch * self.total_epochs)})")
         except KeyboardInterrupt:
-            done = self.history[-1]["epoch"] if self.history else None
-            self.log(f"interrupted; {self.checkpoint_last} holds epoch {done}. Continue with "
-                     f"--resume {self.checkpoint_last}" if done is not None else "interrupted before the first checkpoint")
+            if self.history or self.start_epoch:
+                self.log(f"interrupted; continue with --resume {self.checkpoint_last}")
+            else:
+                self.log("interrupted before the first checkpoint")
             raise
         finally:
             self.train_loader.close()
