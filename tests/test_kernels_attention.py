@@ -9,7 +9,7 @@ import pytest
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import sdpa_forward
+from minicct.kernels import sdpa_forward, sdpa_backward
 
 
 def sdpa_loops(q, k, v):
@@ -127,3 +127,15 @@ def test_mha_bad_arguments_raise_value_error(heads, wshape, match):
     x = Tensor(np.zeros((1, 3, 6)))
     with pytest.raises(ValueError, match=match):
         F.multi_head_attention(x, Tensor(np.zeros(wshape)), Tensor(np.zeros((6, 6))), None, heads)
+
+
+def test_dropout_keeps_expected_value_and_drops_everything_at_p_one(rng):
+    q, k, v = (rng.standard_normal((2, 2, 6, 4)) for _ in range(3))
+    plain, _ = sdpa_forward(q, k, v)
+    gen = np.random.default_rng(0)
+    mean = sum(sdpa_forward(q, k, v, 0.5, True, gen)[0] for _ in range(4000)) / 4000
+    np.testing.assert_allclose(mean, plain, atol=0.05)        # inverted dropout: unbiased
+    y, cache = sdpa_forward(q, k, v, 1.0, True, gen)
+    assert not np.any(y)
+    for g in sdpa_backward(np.ones_like(y), cache):
+        assert np.all(np.isfinite(g))

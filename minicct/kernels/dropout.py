@@ -70,6 +70,14 @@ def _check_p(p, name):
         raise ValueError(f"{name}: probability p must be in [0, 1], got {p}")
 
 
+def keep_mask(x, p, generator=None):
+    """Boolean (shape of x): True with probability 1 - p, drawn as dropout draws (for kernels
+    that fold the 1 / (1 - p) scaling in elsewhere, e.g. attention's softmax)."""
+    _check_p(p, "dropout")
+    xp = get_array_module(x)
+    return _uniform(xp, x.shape, _draw_dtype(x), generator) >= p
+
+
 def dropout_forward(x, p=0.5, training=True, generator=None):
     """x: any shape -> y: shape of x, cache (the scaled mask, or None when nothing is dropped)."""
     _check_p(p, "dropout")
