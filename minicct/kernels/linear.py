@@ -6,6 +6,7 @@ Leading dimensions of x are folded into one, so forward and backward are each on
 from __future__ import annotations
 
 from minicct.backend import get_array_module
+from minicct.kernels._util import column_sums
 
 
 def linear_forward(x, w, b=None):
@@ -28,5 +29,5 @@ def linear_backward(gy, cache, need_gx=True, need_gw=True):
     gy2 = gy.reshape(-1, w.shape[0])
     gx = (gy2 @ w).reshape(x_shape) if need_gx else None
     gw = gy2.T @ x2 if need_gw else None
-    gb = gy2.sum(axis=0) if has_bias else None
+    gb = column_sums(gy2) if has_bias else None
     return gx, gw, gb

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from minicct.backend import get_array_module
+from minicct.kernels._util import column_sums, row_means
 
 
 def _check(x, normalized_shape, w, b):
@@ -45,8 +46,7 @@ def layer_norm_forward_xp(x, normalized_shape, w=None, b=None, eps=1e-5):
 def _forward_xp(x, D, w, b, eps):
     xp = get_array_module(x)
     x2 = x.reshape(-1, D)                              # one row per normalised group
-    mu = x2.mean(axis=1, keepdims=True)
-    xhat = x2 - mu
+    xhat = x2 - row_means(x2)
     var = xp.einsum("ij,ij->i", xhat, xhat)[:, None]   # sum of squares, no temporary
     var /= D
     var += eps
@@ -68,13 +68,13 @@ def layer_norm_backward(gy, cache):
     _, xhat, rstd, w, has_bias, x_shape = cache
     D = xhat.shape[1]
     gy2 = gy.reshape(-1, D)
-    gw = (gy2 * xhat).sum(axis=0).reshape(w.shape) if w is not None else None
-    gb = gy2.sum(axis=0).reshape(w.shape if w is not None else (D,)) if has_bias else None
+    gw = column_sums(gy2 * xhat).reshape(w.shape) if w is not None else None
+    gb = column_sums(gy2).reshape(w.shape if w is not None else (D,)) if has_bias else None
     if cache[0] == "cuda":
         from minicct.kernels import cuda
         return cuda.layer_norm_backward_gx(gy2, cache).reshape(x_shape), gw, gb
     g = gy2 * w.reshape(D) if w is not None else gy2.copy()
-    mean_g = g.mean(axis=1, keepdims=True)
+    mean_g = row_means(g)
     mean_gx = xp.einsum("ij,ij->i", g, xhat)[:, None]
     mean_gx /= D
     g -= mean_g
