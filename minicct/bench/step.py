@@ -89,21 +89,19 @@ class MinicctRunner:
         self.y = minicct.Tensor(y, device=device)
 
     def step(self):
-        """One training step, as ``minicct.training.trainer.train_one_epoch`` runs it."""
-        from minicct import functional as F
-        loss = F.cross_entropy(self.model(self.x), self.y)
-        value = float(loss.item())
-        loss.backward()
+        """One training step, as ``minicct.training.trainer.train_one_epoch`` runs it: forward and
+        backward over slices of the batch on every core (``minicct.parallel``), then AdamW."""
+        from minicct import functional as F, parallel
+        value = parallel.forward_backward(self.model, F.cross_entropy, self.x, self.y)
         self.opt.step()
         self.opt.zero_grad()
         sync(self.xp)
         return value
 
     def evaluate(self):
-        import minicct
+        from minicct import parallel
         self.model.eval()
-        with minicct.no_grad():
-            logits = self.model(self.x).data
+        logits = parallel.forward(self.model, self.x).data
         sync(self.xp)
         self.model.train()
         return logits
@@ -373,26 +371,31 @@ def training_set(data_dir, quick):
 
 
 def data_epoch(name, data_dir, batch, workers, steps, quick, device):
-    """Time the paper's training pipeline alone over ``steps`` batches, then ``steps`` training
-    steps of ``name`` fed by it (the trainer's loop: the loader's workers prepare batches while
-    the model trains), and the same steps on one fixed batch. Returns a dict of seconds."""
+    """Time ``steps`` training steps of ``name`` fed by the paper's training pipeline (the
+    trainer's loop: the loader's worker processes prepare batches while the model trains), the
+    same number of steps on one fixed batch, half before and half after the fed ones so that a
+    change of machine load hits both alike, and the pipeline alone. Returns a dict of seconds."""
     import minicct
     from minicct.data import train_loader
     runner = MinicctRunner(name, batch, device)
     ds, what = training_set(data_dir, quick)
-    res = {"data": what, "steps": steps, "workers": workers}
-    with train_loader(ds, batch_size=batch, seed=0, workers=workers) as loader:
-        steps = min(steps, len(loader))
-        res["steps"] = steps
-        cpu0 = time.process_time()
+    res = {"data": what, "workers": workers}
+    device = runner.x.device
+
+    def fixed(n):
         t0 = time.perf_counter()
-        for i, _ in enumerate(loader):      # the pipeline alone (workers start here, included)
-            if i + 1 == steps:
-                break
-        res["pipeline_s"] = time.perf_counter() - t0
-        res["main_cpu_s"] = time.process_time() - cpu0
-        loader.set_epoch(1)
-        device = runner.x.device
+        for _ in range(n):
+            runner.step()
+        return time.perf_counter() - t0
+
+    with train_loader(ds, batch_size=batch, seed=0, workers=workers) as loader:
+        steps = res["steps"] = min(steps, len(loader))
+        x, y = next(iter(loader))         # starts the workers; a real batch for the fixed steps
+        loader.set_epoch(0)
+        runner.x = minicct.Tensor(backend.to_device(x, device))
+        runner.y = minicct.Tensor(backend.to_device(y, device))
+        runner.step()
+        res["fixed_s"] = fixed(steps // 2)
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(loader):
             runner.x = minicct.Tensor(backend.to_device(x, device))
@@ -402,12 +405,13 @@ def data_epoch(name, data_dir, batch, workers, steps, quick, device):
                 break
         res["fed_s"] = time.perf_counter() - t0
         res["wait_s"] = loader.wait_time
-    # The same number of steps without the pipeline, in this process: the fair comparison.
-    runner.step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        runner.step()
-    res["fixed_s"] = time.perf_counter() - t0
+        res["fixed_s"] += fixed(steps - steps // 2)
+        loader.set_epoch(1)
+        t0 = time.perf_counter()
+        for i, _ in enumerate(loader):      # the pipeline alone
+            if i + 1 == steps:
+                break
+        res["pipeline_s"] = time.perf_counter() - t0
     return res
 
 
@@ -467,10 +471,19 @@ def main(args):
           f"sgemm {n}^3 ({'CuPy' if args.device == 'gpu' else 'NumPy'}): {sgemm:.0f} GFLOP/s; "
           + (f"PyTorch {torch.__version__} on {tdev}, {torch.get_num_threads()} threads"
              if torch is not None else "PyTorch not compared (not installed, or no CUDA for --device gpu)"))
+    from minicct import parallel
+    threads = 1 if args.device == "gpu" else parallel.default_threads()
     try:
-        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+        load = f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
     except OSError:
-        pass
+        load = ""
+    if args.device == "gpu":
+        how = "CuPy, whole batch per pass"
+    else:
+        how = (f"{threads} thread(s) over slices of the batch, micro-batches of {parallel.MICRO_BATCH}, "
+               + ("1 BLAS thread each" if threads > 1 else f"{backend.blas_threads()} BLAS threads")
+               + " (minicct.parallel)")
+    print(f"{load}minicct: {how}", flush=True)
 
     results, rows, first = [], [], None
     for i, name in enumerate(names):
@@ -504,8 +517,9 @@ def main(args):
     print(f"\nstep: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
           f"(first model) / {args.repeat_large} (others) after {args.warmup} warm-up, the frameworks "
           "alternating step by step.\nGFLOP/s = count_macs x batch x 2 x 3 / step time; 'of sgemm' "
-          "against the NumPy sgemm above. eval: forward only, eval mode, no graph, same batch "
-          "(the ratio row: how many times faster minicct evaluates).\nmemory: each framework in a fresh "
+          "against the sgemm above. eval: forward only, eval mode, no graph, same batch. The ratio "
+          "row: minicct / PyTorch for step time, eval time (PyTorch img/s over minicct's) and memory."
+          "\nmemory: each framework in a fresh "
           "process; 'peak RSS' = the highest resident set during the steps (VmHWM reset after set-up), "
           "'training MB' = peak minus the RSS before the first step (activations, gradients, "
           "optimizer state, temporaries; the interpreter, libraries and weights excluded).")
