@@ -4,11 +4,6 @@
     optimizer.step(); optimizer.zero_grad()
     logits = parallel.forward(model, x)                               # evaluation, no graph
 
-Each thread also walks its slice in micro-batches of 16 images (gradient accumulation): the
-activations of 16 images fit in the CPU's cache, so the many elementwise passes of a step (layer
-norm, softmax, GELU, pooling...) read and write the cache instead of main memory, and a step's
-activations need a quarter of the memory of one 64-image pass.
-
 Why. A NumPy operation runs on one core, so the elementwise half of a training step (GELU, layer
 norm, softmax, pooling, dropout, the optimizer) leaves every other core idle. OpenBLAS does spread
 one matrix product over threads, but they wait for each other between the blocks of the product,
@@ -17,6 +12,11 @@ rest, and a step can take several times longer than on a single thread. Splittin
 instead, as DistributedDataParallel splits it across GPUs, gives each core a whole forward and
 backward pass of its own, with a one-thread BLAS: the threads meet once per step, and NumPy lets go
 of the GIL inside every large array operation, so they really do run at the same time.
+
+Each thread also walks its slice in micro-batches of 16 images (gradient accumulation): the
+activations of 16 images fit in the CPU's cache, so the many elementwise passes of a step (layer
+norm, softmax, GELU, pooling...) read and write the cache instead of main memory, and only one
+micro-batch's activations per thread exist at a time (a fraction of the memory of a whole batch).
 
 Exact. The loss is a mean over the batch, so the batch's loss is the size-weighted mean of the
 slices' losses and its gradient the same weighted sum of theirs: slice i backpropagates with the
