@@ -216,12 +216,12 @@ class _HeadsAttention(Function):
         C = C3 // 3
         q, k, v = qkv.reshape(N, L, 3, num_heads, C // num_heads).transpose(2, 0, 3, 1, 4)
         out, ctx.cache = K.sdpa_forward(q, k, v, dropout_p, training, generator)
+        ctx.q_shape = q.shape
         return out.transpose(0, 2, 1, 3).reshape(N, L, C)     # (N, heads, L, D) -> (N, L, C)
 
     @staticmethod
     def backward(ctx, gy):
-        q = ctx.cache[0]
-        N, H, L, D = q.shape
+        N, H, L, D = ctx.q_shape
         xp = get_array_module(gy)
         gq, gk, gv = K.sdpa_backward(gy.reshape(N, L, H, D).transpose(0, 2, 1, 3), ctx.cache)
         g = xp.empty((N, L, 3, H, D), dtype=gy.dtype)

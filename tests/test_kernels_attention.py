@@ -139,3 +139,21 @@ def test_dropout_keeps_expected_value_and_drops_everything_at_p_one(rng):
     assert not np.any(y)
     for g in sdpa_backward(np.ones_like(y), cache):
         assert np.all(np.isfinite(g))
+
+
+def test_blocks_give_the_same_numbers(rng, monkeypatch):
+    """On NumPy, images go through in blocks that fit the cache: the same values and gradients
+    (the masks too: the blocks draw the generator's numbers in the same order)."""
+    from minicct.kernels import attention
+    q, k, v = (rng.standard_normal((5, 3, 7, 4)) for _ in range(3))
+    gy = rng.standard_normal((5, 3, 7, 4))
+    runs = []
+    for block in (1 << 18, 2 * 3 * 7 * 7):                        # everything at once; 2 images
+        monkeypatch.setattr(attention, "_BLOCK", block)
+        y, cache = attention.sdpa_forward(q, k, v, 0.3, True, np.random.default_rng(1))
+        runs.append((y, attention.sdpa_backward(gy, cache), cache[0]))
+    (y1, g1, tag1), (y2, g2, tag2) = runs
+    assert not isinstance(tag1, str) and tag2 == "blocks"
+    np.testing.assert_allclose(y2, y1, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g2, g1):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

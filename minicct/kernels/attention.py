@@ -17,20 +17,66 @@ formula as above, the constant factors carried through.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from minicct.backend import get_array_module
 from minicct.kernels.dropout import keep_mask
+
+
+_BLOCK = 1 << 18   # score values per block on NumPy: ~1 MB of float32, a block's passes stay in cache
+
+
+def _blocks(q, S):
+    """Slices of the first axis of q (the images) holding about _BLOCK score values each; a single
+    slice on CuPy (one kernel per pass is what a GPU wants) or when everything fits."""
+    if get_array_module(q) is not np or q.ndim < 3:
+        return [slice(None)]
+    per = math.prod(q.shape[1:-1]) * S    # scores per image: heads * L * S
+    n = max(1, _BLOCK // per)
+    return [slice(a, a + n) for a in range(0, q.shape[0], n)]
 
 
 def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None):
     """q: (..., L, D), k: (..., S, D), v: (..., S, Dv) -> out: (..., L, Dv), cache.
 
     The leading dims (e.g. N, heads) must match. Saved for backward: q * scale, k, v, P' and keep.
+    On NumPy the images go through in blocks (``_BLOCK``), so that the dozen passes over the
+    (L, S) scores of a block read and write the cache rather than main memory (CCT-7: 1 MB of
+    scores per image and layer); the arithmetic is the same.
     """
     xp = get_array_module(q)
     if q.ndim < 2 or k.ndim != q.ndim or v.ndim != q.ndim or q.shape[:-2] != k.shape[:-2] \
             or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
                          f"v {tuple(v.shape)} do not fit q: (..., L, D), k: (..., S, D), v: (..., S, Dv)")
+    blocks = _blocks(q, k.shape[-2])
+    if len(blocks) == 1:
+        return _attend(q, k, v, dropout_p, training, generator)
+    out = xp.empty(q.shape[:-1] + v.shape[-1:], dtype=xp.result_type(q, v))
+    caches = []
+    for b in blocks:
+        out[b], cache = _attend(q[b], k[b], v[b], dropout_p, training, generator)
+        caches.append((b, cache))
+    return out, ("blocks", caches, q.shape, k.shape, v.shape)
+
+
+def sdpa_backward(gy, cache):
+    """gy: (..., L, Dv) -> (gq, gk, gv), shapes of q, k, v."""
+    if not isinstance(cache[0], str):       # one block: _attend's cache itself
+        return _attend_backward(gy, cache)
+    _, caches, q_shape, k_shape, v_shape = cache
+    xp = get_array_module(gy)
+    gq, gk, gv = (xp.empty(shape, dtype=gy.dtype) for shape in (q_shape, k_shape, v_shape))
+    for b, c in caches:
+        gq[b], gk[b], gv[b] = _attend_backward(gy[b], c)
+    return gq, gk, gv
+
+
+def _attend(q, k, v, dropout_p, training, generator):
+    """The forward math on one block: out, and the cache for _attend_backward."""
+    xp = get_array_module(q)
     scale = q.shape[-1] ** -0.5
     qs = q * scale
     P = qs @ xp.swapaxes(k, -1, -2)         # S
@@ -46,8 +92,8 @@ def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None):
     return A @ v, (qs, k, v, P, keep, dropout_p, scale)
 
 
-def sdpa_backward(gy, cache):
-    """gy: (..., L, Dv) -> (gq, gk, gv), shapes of q, k, v."""
+def _attend_backward(gy, cache):
+    """The backward math on one block: (gq, gk, gv)."""
     qs, k, v, P, keep, p, scale = cache
     xp = get_array_module(gy)
     A = P if keep is None else P * keep
