@@ -78,7 +78,8 @@ def test_presets_apply_and_flags_win():
     assert args.preset == "shapes" and args.epochs == PRESETS["shapes"]["epochs"] and args.mixup == 0.0
     args, explicit = parse_args(["shapes", "--epochs", "2"])
     assert args.epochs == 2 and "epochs" in explicit
-    assert parse_args(["shapes"])[0].model_kwargs == {"embedding_dim": 64, "in_planes": 32}
+    assert parse_args(["shapes"])[0].model_kwargs == {"embedding_dim": 64, "in_planes": 32,
+                                                      "attention_dropout": 0.0, "stochastic_depth": 0.0}
     assert parse_args(["shapes", "--model", "cct_7_3x1_32"])[0].model_kwargs == {}  # the preset's toy sizes go too
     args, _ = parse_args(["cifar10", "--preset", "fast-cpu"])
     assert args.epochs == PRESETS["fast-cpu"]["epochs"]

@@ -1,11 +1,14 @@
 """``shapes``: a synthetic, offline image dataset for quick experiments and tests.
 
 Each 32x32 image shows one shape: circle, ring, square, triangle, cross or star (label = index in
-``SHAPE_CLASSES``). Everything else is nuisance the model has to learn to ignore: a random size,
-position (shapes may poke out of the frame) and rotation, a random fill colour on a random two-colour
-gradient background, sometimes a thin line of a third colour across the picture, and pixel noise.
-Ring vs circle and star vs cross vs square at small sizes are the hard pairs. ``DIFFICULTY`` holds
-the ranges; ``make_shapes(noise=(0, 0), line_prob=0)`` and the like make it easier or harder.
+``SHAPE_CLASSES``). Everything else is nuisance the model has to learn to ignore: a random size and
+position (shapes may poke out of the frame a little), a random fill colour that stands out from a
+random, gently graded two-colour background, and light pixel noise; shapes stand upright by default.
+The defaults are meant for a short CPU run (``python -m minicct.train shapes``) to reach high accuracy.
+``DIFFICULTY`` holds the ranges: ``make_shapes(rotation=1.0, line_prob=0.3, noise=(2, 10),
+gradient=1.0, min_contrast=100, radius=(0.25, 0.42))`` (any angle, distracting lines, more noise,
+steep backgrounds, smaller shapes: roughly the first version) or the like makes it harder; ring vs
+circle and star vs cross vs square at small sizes are the hard pairs.
 
 Drawing is vectorised: each shape is a signed distance ``d`` (pixels; negative inside) computed for a
 whole group of images at once over a coordinate grid, and ``alpha = clip(0.5 - d, 0, 1)`` gives
@@ -59,10 +62,12 @@ def _signed_distance(kind: str, u, v, r, rng):
 
 # How hard the pictures are: the ranges the nuisances are drawn from.
 DIFFICULTY = dict(
-    radius=(0.25, 0.42),   # outer radius as a fraction of the image side
-    min_contrast=100,      # least RGB distance between the shape's colour and the background's mean
-    line_prob=0.3,         # chance of a distracting line
-    noise=(2, 10),         # pixel noise std range, in uint8 levels
+    radius=(0.30, 0.45),   # outer radius as a fraction of the image side
+    min_contrast=150,      # least RGB distance between the shape's colour and the background's mean
+    rotation=0.0,          # tilt range as a fraction of a full turn, centred on upright (1: any angle)
+    gradient=0.3,          # how far the background's second colour goes towards an independent one (0..1)
+    line_prob=0.0,         # chance of a distracting line
+    noise=(0, 3),          # pixel noise std range, in uint8 levels
 )
 
 
@@ -70,7 +75,7 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
                 classes=SHAPE_CLASSES, **difficulty) -> np.ndarray:
     """Images (N, S, S, 3) uint8 of the shapes named by classes[labels], drawn with rng.
 
-    difficulty: overrides of DIFFICULTY (radius, min_contrast, line_prob, noise).
+    difficulty: overrides of DIFFICULTY (radius, min_contrast, rotation, gradient, line_prob, noise).
     """
     unknown = set(difficulty) - set(DIFFICULTY)
     if unknown:
@@ -82,6 +87,7 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     # background: a linear gradient between two random colours, in a random direction
     c0 = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
     c1 = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
+    c1 = c0 + d["gradient"] * (c1 - c0)  # gradient 1: two independent colours; 0: a flat background
     ang = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     t = ((xx - S / 2) * np.cos(ang) + (yy - S / 2) * np.sin(ang)) / S + 0.5  # (n, S, S), roughly [0, 1]
     img = (c1 - c0) * np.clip(t, 0, 1)[..., None]
@@ -91,7 +97,8 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     fg = rng.uniform(0, 255, (n, 1, 1, 3)).astype(np.float32)
     bg_mean = (c0 + c1) / 2
     too_close = np.linalg.norm(fg - bg_mean, axis=-1, keepdims=True) < d["min_contrast"]
-    fg = np.where(too_close, 255 - bg_mean, fg)
+    far = np.where(bg_mean > 127.5, 0.0, 255.0).astype(np.float32)  # the cube's corner farthest from bg_mean
+    fg = np.where(too_close, far + 0.15 * (fg - far), fg)  # still >= 89 per channel, >= 155 in all, away
 
     # geometry: radius, centre (the shape may be cut by the border a little), rotation
     r = rng.uniform(*d["radius"], (n, 1, 1)).astype(np.float32) * S
@@ -99,7 +106,7 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     cx = cx + rng.uniform(0, 1, (n, 1, 1)).astype(np.float32) * (S - 2 * cx)
     cy = rng.uniform(0.75, 1.0, (n, 1, 1)).astype(np.float32) * r
     cy = cy + rng.uniform(0, 1, (n, 1, 1)).astype(np.float32) * (S - 2 * cy)
-    rot = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
+    rot = ((rng.uniform(0, 1, (n, 1, 1)) - 0.5) * 2 * np.pi * d["rotation"]).astype(np.float32)
     dx, dy = xx - cx, yy - cy
     u = dx * np.cos(rot) + dy * np.sin(rot)
     v = -dx * np.sin(rot) + dy * np.cos(rot)
@@ -112,7 +119,7 @@ def draw_shapes(labels: np.ndarray, rng: np.random.Generator, img_size: int = 32
     alpha = np.clip(0.5 - dist, 0, 1)[..., None]
     img += (fg - img) * alpha  # = img (1 - alpha) + fg alpha, without two more full-size temporaries
 
-    # clutter: half the images get a thin straight line of a third colour, over or under nothing in particular
+    # clutter: a share (line_prob) of the images get a thin straight line of a third colour
     has_line = rng.random((n, 1, 1)) < d["line_prob"]
     la = rng.uniform(0, np.pi, (n, 1, 1)).astype(np.float32)
     lp = rng.uniform(0, S, (n, 1, 1, 2)).astype(np.float32)

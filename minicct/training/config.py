@@ -20,12 +20,14 @@ from minicct import backend
 
 # Each preset is a dict of flag defaults (argparse dest names), applied over the recipe's defaults.
 PRESETS = {
-    # The shapes dataset: small, clean, offline. A short schedule and light augmentation reach high
-    # accuracy in about a minute on 2 CPU cores.
-    # A toy CCT-2 (width 64, 32 tokenizer filters: 74 k parameters) with light augmentation.
-    "shapes": dict(model="cct_2_3x2_32", model_kwargs=["embedding_dim=64", "in_planes=32"], epochs=15,
-                   warmup_epochs=1, warmup_lr=2e-4, cooldown_epochs=0, batch_size=64, lr=2e-3,
-                   weight_decay=0.05, aa="none", mixup=0.0, cutmix=0.0, reprob=0.0, smoothing=0.1),
+    # The shapes dataset: small, clean, offline. A toy CCT-2 (width 64, 32 tokenizer filters: 74 k
+    # parameters) without attention dropout, stochastic depth, label smoothing, RandAugment or mixing
+    # (they slow a 7-epoch run down more than they help), at full lr from the first epoch.
+    # Measured: 93.9% test top-1 in 107 s on 2 cores at load ~5.5 (estimated: about a minute idle).
+    "shapes": dict(model="cct_2_3x2_32", epochs=7, warmup_epochs=0, cooldown_epochs=0, batch_size=64,
+                   model_kwargs=["embedding_dim=64", "in_planes=32", "attention_dropout=0.0",
+                                 "stochastic_depth=0.0"],
+                   lr=3e-3, weight_decay=0.05, aa="none", mixup=0.0, cutmix=0.0, reprob=0.0, smoothing=0.0),
     # A short CIFAR-10 schedule for CPUs, to be tuned (issue 7: 80% in 30 minutes on 2 cores).
     "fast-cpu": dict(epochs=20, warmup_epochs=2, cooldown_epochs=0, lr=1e-3, mixup_off_epoch=15),
 }
