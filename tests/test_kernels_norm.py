@@ -73,3 +73,23 @@ def test_bad_shapes_raise_value_error(xshape, nshape, wshape):
     w = Tensor(np.ones(wshape)) if wshape else None
     with pytest.raises(ValueError, match="layer_norm"):
         F.layer_norm(Tensor(np.zeros(xshape)), nshape, w)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_row_blocks_give_the_same_numbers(affine, monkeypatch):
+    """On NumPy the rows go through in cache-sized blocks: the same values and gradients."""
+    from minicct.kernels import norm
+    rng = np.random.default_rng(3)
+    x, gy = rng.standard_normal((2, 9, 6)), rng.standard_normal((2, 9, 6))
+    w, b = (rng.standard_normal(6), rng.standard_normal(6)) if affine else (None, None)
+    runs = []
+    for block in (1 << 16, 4 * 6):                                # one block; 4 rows per block
+        monkeypatch.setattr(norm, "_BLOCK", block)
+        y, cache = norm.layer_norm_forward(x, 6, w, b)
+        runs.append((y, norm.layer_norm_backward(gy, cache)))
+    (y1, g1), (y2, g2) = runs
+    np.testing.assert_allclose(y2, y1, rtol=1e-12, atol=1e-12)
+    for a, c in zip(g2, g1):
+        assert (a is None) == (c is None)
+        if a is not None:
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
