@@ -35,3 +35,23 @@ def xp(device):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+_DATASETS = {}
+
+
+@pytest.fixture
+def generate_datasets_once(monkeypatch):
+    """Each training run would generate the 6,000 shapes images again (seconds): keep one copy per
+    session. Runs get fresh arrays (the trainer slices them for --train-limit)."""
+    import copy
+    import minicct.data
+    real = minicct.data.get_dataset
+
+    def cached(name, *args, **kwargs):
+        key = (str(name), args, tuple(sorted(kwargs.items())))
+        if key not in _DATASETS:
+            _DATASETS[key] = real(name, *args, **kwargs)
+        return type(_DATASETS[key])(*(copy.copy(ds) for ds in _DATASETS[key]))
+
+    monkeypatch.setattr(minicct.data, "get_dataset", cached)

@@ -15,24 +15,7 @@ from minicct.training.errors import run_cli  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-_DATASETS = {}
-
-
-@pytest.fixture(autouse=True)
-def generate_shapes_once(monkeypatch):
-    """Each run would generate the 6,000 shapes images again (seconds): reuse one copy per session.
-    Runs get fresh arrays (the trainer slices them for --train-limit)."""
-    import copy
-    import minicct.data
-    real = minicct.data.get_dataset
-
-    def cached(name, *args, **kwargs):
-        key = (str(name), args, tuple(sorted(kwargs.items())))
-        if key not in _DATASETS:
-            _DATASETS[key] = real(name, *args, **kwargs)
-        return type(_DATASETS[key])(*(copy.copy(ds) for ds in _DATASETS[key]))
-
-    monkeypatch.setattr(minicct.data, "get_dataset", cached)
+pytestmark = pytest.mark.usefixtures("generate_datasets_once")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

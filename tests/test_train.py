@@ -23,24 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model-kwargs", "embedding_dim=32", "num_layers=2", "num_heads=2", "mlp_ratio=1", "in_planes=16"]
 
 
-_DATASETS = {}
-
-
-@pytest.fixture(autouse=True)
-def generate_shapes_once(monkeypatch):
-    """Each run would generate the 6,000 shapes images again (seconds): reuse one copy per session.
-    Runs get fresh arrays (the trainer slices them for --train-limit)."""
-    import copy
-    import minicct.data
-    real = minicct.data.get_dataset
-
-    def cached(name, *args, **kwargs):
-        key = (str(name), args, tuple(sorted(kwargs.items())))
-        if key not in _DATASETS:
-            _DATASETS[key] = real(name, *args, **kwargs)
-        return type(_DATASETS[key])(*(copy.copy(ds) for ds in _DATASETS[key]))
-
-    monkeypatch.setattr(minicct.data, "get_dataset", cached)
+pytestmark = pytest.mark.usefixtures("generate_datasets_once")  # see conftest.py
 
 
 def tiny_args(out, *extra, epochs=3, limit=192):
