@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from minicct import backend
+from minicct.kernels.activation import softmax_forward
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
 from minicct.training.errors import run_cli
 
@@ -34,10 +35,8 @@ def predict(model, images, mean, std, device):
     from minicct.data import Normalize
     with no_grad():
         logits = backend.to_numpy(model(Tensor(backend.to_device(Normalize(mean, std)(images), device))).data)
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    probs, _ = softmax_forward(logits.astype(np.float64), axis=1)   # the library's stable softmax
+    return probs
 
 
 def main(argv=None):
