@@ -276,6 +276,29 @@ class Reshape(Function):
         return gy.reshape(ctx.shape)
 
 
+class Contiguous(Function):
+    """The same values, laid out C-contiguous in memory (a copy only when they are not already).
+
+    Backward hands the gradient back in the input's memory order, so the operations before it
+    (which were fast on that order) get their gradients in it too."""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = _xp(a)
+        ctx.order = tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
+        return xp.ascontiguousarray(a)
+
+    @staticmethod
+    def backward(ctx, gy):
+        order = ctx.order
+        if order == tuple(range(gy.ndim)):
+            return gy
+        xp = _xp(gy)
+        gx = xp.empty(tuple(gy.shape[k] for k in order), gy.dtype).transpose(np.argsort(order))
+        gx[...] = gy
+        return gx
+
+
 class Transpose(Function):
     @staticmethod
     def forward(ctx, a, axes):

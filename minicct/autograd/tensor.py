@@ -302,6 +302,12 @@ class Tensor:
             axes = tuple(axes[0])
         return ops.Transpose.apply(self, axes=tuple(axes))
 
+    def contiguous(self):
+        """The same values laid out C-contiguous in memory (PyTorch's name); self if they are."""
+        if self.data.flags.c_contiguous:
+            return self
+        return ops.Contiguous.apply(self)
+
     def swapaxes(self, a, b):
         axes = list(range(self.ndim))
         axes[a], axes[b] = axes[b], axes[a]

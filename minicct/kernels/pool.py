@@ -23,16 +23,28 @@ from minicct.kernels._util import pair, check_positive, check_nonnegative, check
 from minicct.kernels.conv import conv_output_size
 
 
-def empty_like_layout(xp, x, shape, dtype):
-    """An empty (N, C, H, W) array with the memory order of x: channels-last stays channels-last.
+def memory_order(a):
+    """The axes of a from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
+    (N, C, H, W) array, (0, 2, 3, 1) for channels-last, (2, 3, 0, 1) for (H, W, N, C) memory."""
+    return tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
 
-    Our conv returns channels-last data; keeping that order downstream means strided slices read
-    long contiguous runs (all C channels of a pixel), and the tokens (N, H*W, C) are a free view.
+
+def empty_like_layout(xp, x, shape, dtype):
+    """An empty array of this shape with the memory order of x (an (N, C, H, W) x that is
+    channels-last gives a channels-last array, and so on).
+
+    Our convs return channels-last data; keeping that order downstream means strided slices read
+    long contiguous runs (all C channels of a pixel, or of a pixel in every image), and the tokens
+    (N, H*W, C) are a free view.
     """
-    N, C, H, W = shape
-    if x.strides[1] < x.strides[3]:
-        return xp.empty((N, H, W, C), dtype=dtype).transpose(0, 3, 1, 2)
-    return xp.empty(shape, dtype=dtype)
+    order = memory_order(x)
+    a = xp.empty(tuple(shape[k] for k in order), dtype=dtype)
+    return a.transpose(tuple(order.index(k) for k in range(len(order))))
+
+
+def _channels_inner(a):
+    """True when the channel axis (1) of an (N, C, H, W) array has the smallest stride."""
+    return memory_order(a)[-1] == 1
 
 
 def _inside(k, size, stride, pad, out):
@@ -109,7 +121,7 @@ def _forward_xp(x, g):
     xp = get_array_module(x)
     KH, KW, sh, sw, ph, pw, OH, OW = g
     N, C, H, W = x.shape
-    if not x.strides[1] < x.strides[3]:
+    if not _channels_inner(x):
         # Work channels-last: a slice with stride sw along W is then runs of C contiguous values
         # (NumPy's inner loops are fast on those), instead of single values sw apart.
         x = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -135,10 +147,13 @@ def max_pool2d_backward(gy, cache):
         return cuda.max_pool2d_backward(gy, cache)
     _, arg, (N, C, H, W), (KH, KW, sh, sw, ph, pw, OH, OW) = cache
     xp = get_array_module(gy)
-    if not gy.strides[1] < gy.strides[3]:
-        # One copy into arg's channels-last order, instead of KH*KW passes over mismatched strides.
-        gy = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    gx = xp.zeros((N, H, W, C), gy.dtype).transpose(0, 3, 1, 2)   # channels-last, like forward
+    if memory_order(gy) != memory_order(arg):
+        # One copy into arg's memory order, instead of KH*KW passes over mismatched strides.
+        gy_ = empty_like_layout(xp, arg, gy.shape, gy.dtype)
+        gy_[...] = gy
+        gy = gy_
+    gx = empty_like_layout(xp, arg, (N, C, H, W), gy.dtype)       # the memory order of forward's x
+    gx.fill(0)
     for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
         # The elements of one offset's slice are distinct, so += is exact; overlaps between
         # offsets accumulate across iterations. (A multiply by the mask, not where(): NumPy's

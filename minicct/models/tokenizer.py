@@ -58,8 +58,10 @@ class Tokenizer(nn.Module):
             y = activation(pool(conv(y)))                     # (N, d, h, w) after the last block
         n, d, h, w = y.shape
         # Token t = i·w + j is pixel (i, j), its features the d channels. Moving the channels last
-        # first makes this a free view when the conv left its output channels-last in memory.
-        return y.permute(0, 2, 3, 1).reshape(n, h * w, d)     # (N, h·w, d)
+        # first makes this a free view when the conv left its output channels-last in memory;
+        # one copy then lays the tokens out image by image for the transformer (a no-op if they
+        # already are; the fast conv on NumPy leaves them as (h, w, N, d)).
+        return y.permute(0, 2, 3, 1).reshape(n, h * w, d).contiguous()     # (N, h·w, d)
 
     def feature_size(self, height, width):
         """(h, w) of the last feature map for an (height, width) image; ValueError when a conv or a
