@@ -34,6 +34,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     device = backend.check_device(args.device)
     backend.xp_for(device)
+    if device == "cpu":
+        backend.keep_freed_memory()
     from minicct.data import eval_loader, get_dataset
 
     ckpt = load_checkpoint(args.checkpoint)

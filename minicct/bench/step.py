@@ -343,6 +343,8 @@ def run_child(job, device, timeout=1800):
 
 
 def child_main(job, device):
+    if device == "cpu":
+        backend.keep_freed_memory()   # as the trainer does
     kind = job.pop("kind")
     if kind == "memory":
         out = memory_child(device=device, **job)
@@ -463,6 +465,8 @@ def main(args):
         args.models = args.models.split(",")[0]
         args.epoch_steps = min(args.epoch_steps, 3) if args.epoch_steps else 0
     xp = backend.xp_for(args.device)
+    # As the trainer does; in this process PyTorch's CPU tensors get the same malloc settings.
+    malloc_kept = args.device == "cpu" and backend.keep_freed_memory()
     torch, tdev = (None, None) if args.no_torch else try_torch(args.device)
     names = [n for n in args.models.split(",") if n]
     n = 512 if args.quick else 2048
@@ -482,7 +486,9 @@ def main(args):
     else:
         how = (f"{threads} thread(s) over slices of the batch, micro-batches of {parallel.MICRO_BATCH}, "
                + ("1 BLAS thread each" if threads > 1 else f"{backend.blas_threads()} BLAS threads")
-               + " (minicct.parallel)")
+               + " (minicct.parallel)"
+               + ("; malloc keeps freed memory (backend.keep_freed_memory), for both frameworks"
+                  if malloc_kept else ""))
     print(f"{load}minicct: {how}", flush=True)
 
     results, rows, first = [], [], None

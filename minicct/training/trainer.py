@@ -236,6 +236,8 @@ class Trainer:
         self.args, self.log, self.progress = args, log, progress
         self.device = args.device
         backend.xp_for(self.device)  # a GPU without CuPy fails here, with the install hint
+        if self.device == "cpu":
+            backend.keep_freed_memory()   # reuse freed arrays: no page faults every step (backend.py)
         resume_from = None
         if args.resume:
             resume_from = resume_path(args.resume, args.output, args.dataset, args.model)
