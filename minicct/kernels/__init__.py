@@ -7,6 +7,7 @@ No Tensor in sight: these take and return NumPy or CuPy arrays (``xp = get_array
 picks the module). ``minicct.functional`` wraps each pair as an autograd Function.
 
     conv.py        conv2d (im2col + one GEMM; col2im by kernel offsets)
+    winograd.py    3x3 stride-1 conv2d by Winograd's F(2x2, 3x3): conv.py's fast path on NumPy
     pool.py        max_pool2d (overlapping windows, PyTorch's tie-breaking)
     norm.py        layer_norm
     activation.py  relu, gelu (with a hand-written erf), softmax, log_softmax

@@ -3,22 +3,23 @@
     y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] * xpad[n, c, oh*sh + i, ow*sw + j]
 
 Layout trick (why this is fast on a CPU). The padded input is stored channel-major and *flat*:
-one row per channel, the N padded images one after another, each ``Hq`` rows of ``Wq`` pixels,
-``buf: (C, T)``. In that row, moving the kernel by (i, j) is moving by ``i*Wq + j`` elements, so the
-patch matrix ``cols[(c, i, j), m] = buf[c, m + i*Wq + j]`` is one strided *view* of ``buf``
-(``as_strided``, no arithmetic), and copying it out is ``C*KH*KW`` long contiguous runs.
+one row per channel holding the padded pixels in row-major order with the N images *innermost*
+(position ``(h, w, n)`` at ``(h*Wq + w)*N + n``), ``buf: (C, T)``. In that row, moving the kernel
+by (i, j) is moving by ``(i*Wq + j)*N`` elements, so the patch matrix
+``cols[(c, i, j), m] = buf[c, m + (i*Wq + j)*N]`` is one strided *view* of ``buf`` (``as_strided``,
+no arithmetic), and copying it out is ``C*KH*KW`` long contiguous runs.
 
-* stride 1: per image, ``m`` runs over the OH output rows *including* the ``Wq - OW`` positions
-  at the end of each row, which straddle into the next row: they are computed and thrown away
-  (6% extra work for 3x3 'same' on 16x16, much cheaper than copying rows of 16 one by one).
-  Neighbouring rows and images share their zero padding (``Hq = H + ph``, ``Wq = W + pw``), so the
-  right padding of a row is the left padding of the next, and likewise for images.
-* stride > 1: ``m`` runs over exactly the output positions ``(n, oh, ow)``; same code, other strides.
+* stride 1: ``m`` runs over the OH output rows of every image as *one* run of ``OH*Wq*N``
+  positions, *including* the ``Wq - OW`` columns at the end of each row, which straddle into the
+  next row: they are computed and thrown away (6% extra work for 3x3 'same' on 16x16, much
+  cheaper than copying rows of 16 one by one). Neighbouring rows share their zero padding
+  (``Wq = W + pw``): the right padding of a row is the left padding of the next.
+* stride > 1: ``m`` runs over exactly the output positions ``(oh, ow, n)``; same code, other strides.
 
-The GEMM gives the output channels-last, ``Y: (M, O)``, and ``y`` is returned as an
-``(N, O, OH, OW)`` *view* of it (PyTorch's ``channels_last`` memory format): no transpose copy.
-Every later op (relu, pooling, the token reshape) works on any strides; the token layout
-``(N, H*W, C)`` that the transformer wants is then a free view.
+The GEMM gives the output channels-last, ``Y: (M, O)``, in (oh, ow, n) order, and ``y`` is returned
+as an ``(N, O, OH, OW)`` *view* of it: no transpose copy. Every later op works on any strides; in
+this order a row or column of pixels is a block of whole (N, O) slabs, which is what max-pooling
+reads, and the token layout ``(N, H*W, C)`` is one copy away.
 """
 from __future__ import annotations
 
@@ -50,25 +51,30 @@ class _Geometry:
         sh, sw = stride
         ph, pw = padding
         OH, OW = conv_output_size(H, KH, sh, ph), conv_output_size(W, KW, sw, pw)
-        # Period of a row / an image: room for the pixels plus the padding shared with the next
-        # one (and, for stride 1, for every output of a row).
-        Hq, Wq = H + ph, max(W + pw, OW)
+        # Rows: the padding above and below; columns: room for the pixels and the padding shared
+        # with the next row (and, for stride 1, for every output of a row).
+        Hq, Wq = H + 2 * ph, max(W + pw, OW)
         runs = (sh, sw) == (1, 1)
         if runs:
-            # Per image, its OH output rows as one run of OH*Wq positions.
-            grid_shape, grid_strides = (N, OH * Wq), (Hq * Wq, 1)
+            # The OH output rows of all images as one run of OH*Wq*N positions.
+            grid_shape, grid_strides = (OH * Wq * N,), (1,)
         else:
-            grid_shape, grid_strides = (N, OH, OW), (Hq * Wq, sh * Wq, sw)
+            grid_shape, grid_strides = (OH, OW, N), (sh * Wq * N, sw * N, 1)
         last = sum((n - 1) * s for n, s in zip(grid_shape, grid_strides))
         self.__dict__.update(N=N, C=C, H=H, W=W, KH=KH, KW=KW, sh=sh, sw=sw, ph=ph, pw=pw,
                              OH=OH, OW=OW, Hq=Hq, Wq=Wq, runs=runs, grid_shape=grid_shape,
                              grid_strides=grid_strides, M=math.prod(grid_shape),
-                             T=max(N * Hq * Wq, last + (KH - 1) * Wq + KW))
+                             T=max(Hq * Wq * N, last + ((KH - 1) * Wq + KW - 1) * N + 1))
 
     def images(self, buf):
-        """(C, T) flat buffer -> (C, N, Hq, Wq) view of its image part."""
+        """(C, T) flat buffer -> (C, Hq, Wq, N) view of its padded-image part."""
         g = self
-        return buf[:, :g.N * g.Hq * g.Wq].reshape(g.C, g.N, g.Hq, g.Wq)
+        return buf[:, :g.Hq * g.Wq * g.N].reshape(g.C, g.Hq, g.Wq, g.N)
+
+    def interior(self, buf):
+        """(C, T) flat buffer -> (N, C, H, W) view of the image pixels (padding left out)."""
+        g = self
+        return g.images(buf)[:, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(3, 0, 1, 2)
 
     def shifted(self, buf, i, j):
         """View (C, *grid) of buf at kernel offset (i, j): the entries ``cols[(c, i, j), :]``."""
@@ -76,7 +82,7 @@ class _Geometry:
         xp = get_array_module(buf)
         s = buf.itemsize
         return xp.lib.stride_tricks.as_strided(
-            buf[:, i * g.Wq + j:], shape=(g.C,) + g.grid_shape,
+            buf[:, (i * g.Wq + j) * g.N:], shape=(g.C,) + g.grid_shape,
             strides=(g.T * s,) + tuple(k * s for k in g.grid_strides))
 
     def outputs(self, Y):
@@ -84,10 +90,22 @@ class _Geometry:
         g = self
         O = Y.shape[1]
         if g.runs:                                     # drop the Wq - OW straddling columns
-            Y = Y.reshape(g.N, g.OH, g.Wq, O)[:, :, :g.OW]
+            Y = Y.reshape(g.OH, g.Wq, g.N, O)[:, :g.OW]
         else:
-            Y = Y.reshape(g.N, g.OH, g.OW, O)
-        return Y.transpose(0, 3, 1, 2)
+            Y = Y.reshape(g.OH, g.OW, g.N, O)
+        return Y.transpose(2, 3, 0, 1)
+
+    def output_grads(self, gy):
+        """gy (N, O, OH, OW) -> (M, O) laid out like the GEMM's Y, zero where forward threw outputs away."""
+        g = self
+        xp = get_array_module(gy)
+        O = gy.shape[1]
+        if g.runs:
+            gY = xp.zeros((g.OH, g.Wq, g.N, O), dtype=gy.dtype)
+            gY[:, :g.OW] = gy.transpose(2, 3, 0, 1)
+        else:
+            gY = xp.ascontiguousarray(gy.transpose(2, 3, 0, 1))
+        return gY.reshape(g.M, O)
 
 
 def _check(x, w, b, stride, padding):
@@ -133,7 +151,7 @@ def conv2d_forward_im2col(x, w, b=None, stride=1, padding=0):
 
     # Zero buffer with the images written in; everything not written is padding.
     buf = xp.zeros((C, g.T), dtype=x.dtype)
-    g.images(buf)[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W] = x.transpose(1, 0, 2, 3)
+    g.interior(buf)[...] = x
 
     cols = xp.empty((C, KH, KW) + g.grid_shape, dtype=x.dtype)
     for i in range(KH):
@@ -181,13 +199,7 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     xp = get_array_module(gy)
     O, C, KH, KW = w.shape
 
-    # The GEMMs need gy laid out like Y: (M, O), zero where the forward threw outputs away.
-    if g.runs:
-        gY = xp.zeros((g.N, g.OH, g.Wq, O), dtype=gy.dtype)
-        gY[:, :, :g.OW] = gy.transpose(0, 2, 3, 1)
-    else:
-        gY = xp.ascontiguousarray(gy.transpose(0, 2, 3, 1))
-    gY = gY.reshape(g.M, O)
+    gY = g.output_grads(gy)          # (M, O) like the GEMM's Y
 
     gb = gY.sum(axis=0) if has_bias else None
     gw = _weight_grad(cols, gY).T.reshape(w.shape) if need_gw else None
@@ -201,5 +213,5 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
                 # different offsets overlap, and they are added one after another.
                 view = g.shifted(gbuf, i, j)
                 view += gcols[:, i, j]
-        gx = g.images(gbuf)[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W].transpose(1, 0, 2, 3)
+        gx = g.interior(gbuf)
     return gx, gw, gb
