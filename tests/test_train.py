@@ -119,6 +119,61 @@ def test_resume_ends_bit_identical(tmp_path, capsys):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
 
 
+def test_sched_on_updates_sets_the_lr_before_every_update(tmp_path, monkeypatch):
+    """With --sched-on-updates the optimizer sees the schedule at fractional epochs: within the
+    warm-up epoch the lr climbs step by step (6 steps of 32 images here), then follows the cosine."""
+    from minicct.optim import AdamW
+    from minicct.optim.scheduler import CosineLRScheduler
+    from minicct.training.trainer import Trainer
+    seen = []
+    real = AdamW.step
+
+    def record(self):
+        seen.append(self.param_groups[0]["lr"])
+        return real(self)
+
+    monkeypatch.setattr(AdamW, "step", record)
+    args, _ = parse_args(tiny_args(tmp_path, "--sched-on-updates", "--aa", "none", "--mixup", "0",
+                                   "--cutmix", "0", epochs=2))
+    Trainer(args, log=lambda *a: None, progress=False).fit()
+    ref = CosineLRScheduler(args.lr, 2, min_lr=args.min_lr, warmup_epochs=1, warmup_lr=args.warmup_lr)
+    assert np.allclose(seen, [ref.lr_at(e + s / 6) for e in range(2) for s in range(6)])
+    assert all(a < b for a, b in zip(seen[:6], seen[1:6])) and seen[5] < args.lr   # climbing within epoch 0
+
+
+def test_epochs_within_a_time_limit():
+    from minicct.training.trainer import epochs_within
+    # 30 min, 10 s set-up + a first epoch of 150 s: 1746 - 160 = 1586 s left -> 10 more epochs
+    assert epochs_within(1800, 160, 150) == 11
+    assert epochs_within(1800, 160, 150, cooldown_epochs=2) == 9          # the cooldown fits inside
+    assert epochs_within(1800, 160, 135) == 12                             # 1586 s / 135 = 11.7
+    assert epochs_within(1800, 160, 135, margin=0.0) == 13                 # 1640 s / 135 = 12.1
+    assert epochs_within(60, 160, 150) == 1                                # over already: stop
+    assert epochs_within(60, 160, 150, warmup_epochs=2) == 3               # never shorter than the warmup + 1
+
+
+def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):
+    """A generous limit makes a 2-epoch plan much longer (bounded here by --stop-epoch); the new
+    --epochs is in the checkpoint and a resumed run keeps it."""
+    code, out, err = run(tiny_args(tmp_path, "--time-limit", "600", "--stop-epoch", "2", "--aa", "none",
+                                   "--mixup", "0", "--cutmix", "0", epochs=2), capsys)
+    assert code == 0, err
+    assert "time limit 600 min" in out and "sized to" in out
+    sized = ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"]
+    assert sized > 2
+    code, out, err = run(["--resume", str(tmp_path / "last.npz"), "--stop-epoch", "3"], capsys)
+    assert code == 0, err
+    assert f"epoch   2/{sized}" in out and "sized to" not in out
+    assert ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"] == sized
+
+
+def test_time_limit_that_leaves_no_room_ends_after_one_epoch(tmp_path, capsys):
+    code, out, err = run(tiny_args(tmp_path, "--time-limit", "0.0001", "--aa", "none", epochs=5), capsys)
+    assert code == 0, err
+    assert "sized to 2 epochs" in out or "sized to 1 epochs" in out
+    assert ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"] <= 2
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way to NaN
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys):
     code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", epochs=2), capsys)

@@ -138,11 +138,14 @@ def set_rng_state(state: dict):
 
 
 # ---- one epoch --------------------------------------------------------------------------------------
-def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print):
+def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print,
+                    schedule=None):
     """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time'}.
 
     Raises NonFiniteLoss (before any update from that batch) when a loss is NaN or infinite.
     progress: a tqdm bar on a terminal; elsewhere (a log file) a line every tenth of the epoch.
+    schedule: None (lr fixed for the epoch), or a callable ``schedule(fraction) -> lr`` that sets the
+    learning rate before each update, ``fraction`` = step / steps of this epoch (--sched-on-updates).
     """
     from minicct import Tensor, parallel
     from minicct import functional as F
@@ -154,6 +157,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
     t0 = time.perf_counter()
     try:
         for step, (x, y) in enumerate(loader):
+            if schedule is not None:
+                lr = schedule(step / steps)
             x = Tensor(backend.to_device(x, device))
             y = Tensor(backend.to_device(y, device))
             # loss = F.cross_entropy(model(x), y); loss.backward() -- on all cores (minicct.parallel)
@@ -228,11 +233,25 @@ def _fmt_time(seconds):
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
+def epochs_within(limit_s, elapsed_s, per_epoch_s, warmup_epochs=0, cooldown_epochs=0, margin=0.03):
+    """The cosine length (--epochs) for a run that must end within ``limit_s`` seconds, decided
+    after its first epoch: ``elapsed_s`` since start, the first epoch took ``per_epoch_s``.
+
+    The remaining epochs are as many as fit before ``margin`` (a fraction) of the limit, at the
+    first epoch's pace; the run is then 1 + that many epochs, cooldown included. The first epoch's
+    learning rate does not depend on the length (the warmup's, or the top of the cosine), so the
+    epoch already done stays valid. At least warmup + 1 (a cosine of one epoch after the warmup)."""
+    left = limit_s * (1 - margin) - elapsed_s
+    total = 1 + max(0, int(left // max(per_epoch_s, 1e-9)))
+    return max(total - cooldown_epochs, warmup_epochs + 1, 1)
+
+
 # ---- the run ----------------------------------------------------------------------------------------
 class Trainer:
     """Everything one training run needs, built from the parsed flags (see minicct.training.config)."""
 
     def __init__(self, args, log=print, progress=True):
+        self.created = time.perf_counter()   # --time-limit counts from here
         self.args, self.log, self.progress = args, log, progress
         self.device = args.device
         backend.xp_for(self.device)  # a GPU without CuPy fails here, with the install hint
@@ -376,15 +395,19 @@ class Trainer:
         a = self.args
         self.output.mkdir(parents=True, exist_ok=True)
         self.log(self.describe())
-        end = self.total_epochs if a.stop_epoch is None else min(self.total_epochs, a.stop_epoch)
         last = None
         started = time.perf_counter()
+        def end():   # read again after every epoch: --time-limit re-sizes the run after the first
+            return self.total_epochs if a.stop_epoch is None else min(self.total_epochs, a.stop_epoch)
+
+        epoch = self.start_epoch
         try:
-            for epoch in range(self.start_epoch, end):
+            while epoch < end():
                 last = self._one_epoch(epoch)
-                if epoch == self.start_epoch:
+                epoch += 1
+                if epoch == self.start_epoch + 1:
                     per_epoch = time.perf_counter() - started
-                    todo = end - epoch - 1
+                    todo = end() - epoch
                     self.log(f"  about {_fmt_time(per_epoch)} per epoch: {todo} more epochs, about "
                              f"{_fmt_time(per_epoch * todo)} to go (the whole run: about "
                              f"{_fmt_time(per_epoch * self.total_epochs)})")
@@ -404,13 +427,15 @@ class Trainer:
 
     def _one_epoch(self, epoch):
         a = self.args
+        self.epoch_started = time.perf_counter()
         lr = self.scheduler.step(epoch)
         self.train_loader.set_epoch(epoch)
         if self.train_loader.mixup is not None:
             self.train_loader.mixup.enabled = not (a.mixup_off_epoch and epoch >= a.mixup_off_epoch)
+        schedule = (lambda fraction: self.scheduler.step(epoch + fraction)) if a.sched_on_updates else None
         try:
             stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.device, epoch,
-                                    self.total_epochs, lr, self.progress, self.log)
+                                    self.total_epochs, lr, self.progress, self.log, schedule)
         except NonFiniteLoss as e:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
@@ -421,6 +446,8 @@ class Trainer:
         if is_best:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
+        if a.time_limit and epoch == 0 and self.start_epoch == 0:
+            self._fit_schedule_to_time_limit()
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
         self.csv.append(row)
         self._draw()
@@ -429,6 +456,23 @@ class Trainer:
                  f"time {row['epoch_time']:.1f}s  data wait {row['data_wait']:.1f}s  "
                  f"{row['img_per_s']:.0f} img/s" + ("  *best" if is_best else ""))
         return row
+
+    def _fit_schedule_to_time_limit(self):
+        """--time-limit, after the first epoch of a new run: make the run as many epochs as fit
+        (see epochs_within). The new length goes into --epochs, which the checkpoints save, so a
+        resumed run keeps it."""
+        a = self.args
+        now = time.perf_counter()
+        per_epoch = now - self.epoch_started
+        epochs = epochs_within(a.time_limit * 60, now - self.created, per_epoch,
+                               a.warmup_epochs, a.cooldown_epochs)
+        if epochs != a.epochs:
+            a.epochs = epochs
+            self.scheduler.t_initial = epochs
+            self.total_epochs = self.scheduler.total_epochs
+        self.log(f"  time limit {a.time_limit:g} min: the first epoch took {_fmt_time(per_epoch)}, so the run "
+                 f"is sized to {self.total_epochs} epochs (--epochs {a.epochs}), ending about "
+                 f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1))} after start")
 
     def _draw(self):
         h = self.history
