@@ -509,3 +509,31 @@ def test_grad_scales_by_grad_output_and_marks_unused_inputs(r):
     (ga, gu) = grad((a * a).sum(), [a, unused], grad_output=0.25)
     np.testing.assert_allclose(ga.numpy(), 0.5 * a.numpy())
     assert gu is None
+
+
+def test_contiguous_copies_once_and_hands_the_gradient_back_in_the_input_order(r):
+    """Tensor.contiguous(): a C-contiguous copy (self when already contiguous); its backward gives
+    the gradient in the memory order the input had (what the ops before it were fast on)."""
+    base = Tensor(r.standard_normal((3, 4, 5)), requires_grad=True, dtype=np.float64)
+    t = base.transpose(2, 0, 1)                       # a view, not contiguous
+    c = t.contiguous()
+    assert c.data.flags.c_contiguous and not t.data.flags.c_contiguous
+    np.testing.assert_array_equal(c.data, t.data)
+    assert base.contiguous() is base
+    seen = {}
+
+    class Spy(Function):   # records the memory order of the gradient reaching t
+        @staticmethod
+        def forward(ctx, a):
+            return a
+
+        @staticmethod
+        def backward(ctx, gy):
+            seen["strides"] = gy.strides
+            return gy
+
+    w = r.standard_normal((5, 3, 4))
+    (Spy.apply(t).contiguous() * Tensor(w)).sum().backward()
+    assert seen["strides"] == t.data.strides          # the transposed view's order, not C order
+    np.testing.assert_allclose(base.grad.data, w.transpose(1, 2, 0))
+    assert gradcheck(lambda a: a.transpose(2, 0, 1).contiguous(), [base])

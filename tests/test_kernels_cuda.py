@@ -35,7 +35,7 @@ def test_gelu_dispatches_to_the_fused_kernel(cp):
     assert cache[0] == "cuda"
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "hwnc"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", [
     ((2, 3, 9, 8), 3, 2, 1), ((1, 2, 7, 7), (3, 2), (1, 2), (1, 0)), ((2, 2, 6, 6), 2, 2, 0)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -45,6 +45,8 @@ def test_max_pool_kernels_match_portable(layout, shape, kernel, stride, padding,
     x = cp.asarray(a)
     if layout == "channels_last":
         x = cp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "hwnc":   # what conv2d's im2col returns: (OH, OW, N, C) memory
+        x = cp.ascontiguousarray(x.transpose(2, 3, 0, 1)).transpose(2, 3, 0, 1)
     y_fast, c_fast = pool.max_pool2d_forward(x, kernel, stride, padding)
     y_port, c_port = pool.max_pool2d_forward_xp(x, kernel, stride, padding)
     assert c_fast[0] == "cuda" and c_port[0] == "xp"

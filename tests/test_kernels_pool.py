@@ -41,13 +41,39 @@ CASES = [
 ]
 
 
+_ORDERS = {"nchw": (0, 1, 2, 3), "channels_last": (0, 2, 3, 1), "hwnc": (2, 3, 0, 1)}
+
+
+def _in_layout(a, layout):
+    """The same (N, C, H, W) values with another memory order: 'hwnc' is what our convs return on
+    NumPy (each pixel's channels of every image together)."""
+    order = _ORDERS[layout]
+    return np.ascontiguousarray(a.transpose(order)).transpose(np.argsort(order))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "hwnc"])
+def test_output_and_gradient_keep_the_input_memory_order(layout, rng):
+    """y, and gx, come back in x's memory order (NCHW input: channels-last, where pooling is
+    fast); an upstream gradient in another order is accepted and gives the same numbers."""
+    from minicct.kernels.pool import memory_order
+    x = _in_layout(rng.standard_normal((2, 4, 6, 6)), layout)
+    y, cache = max_pool2d_forward(x, 3, 2, 1)
+    want = (0, 2, 3, 1) if layout == "nchw" else _ORDERS[layout]
+    assert memory_order(y) == want
+    gy = rng.standard_normal(y.shape)
+    gx = max_pool2d_backward(_in_layout(gy, layout), cache)
+    assert memory_order(gx) == want
+    for other in _ORDERS:
+        np.testing.assert_array_equal(max_pool2d_backward(_in_layout(gy, other), cache), gx)
+
+
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "hwnc"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES)
 def test_forward_and_backward_match_loops(shape, kernel, stride, padding, layout, ties, rng, xp):
     x = rng.integers(0, 3, shape).astype(float) if ties else rng.standard_normal(shape)
     y_ref, gx_ref, gy = pool_ref(x, 1, kernel, stride, padding)
-    xin = x if layout == "nchw" else np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    xin = _in_layout(x, layout)
     y, cache = max_pool2d_forward(xp.asarray(xin), kernel, stride, padding)
     gx = max_pool2d_backward(xp.asarray(gy), cache)
     np.testing.assert_array_equal(to_numpy(y), y_ref)
