@@ -191,6 +191,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys)
 # ---- bad input: one line, no traceback -----------------------------------------------------------
 @pytest.mark.parametrize("argv, words", [
     (["shapes", "--model", "cct_2_3x3_32"], "unknown model"),
+    (["cifar10", "--data-dir", "/no/such/data", "--model", "cct_2_3x3_32"], "unknown model"),  # before the data
     (["/no/such/folder"], "not a directory"),
     (["shapes", "--resume", "/no/such/ckpt.npz"], "no checkpoint"),
     (["shapes", "--aa", "rand-mX", "--train-limit", "256"], "RandAugment"),

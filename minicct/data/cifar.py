@@ -95,7 +95,8 @@ def _missing_message(spec, data_dir: Path, why: str) -> str:
             f"    (download it elsewhere from {spec['url']}, MD5 {spec['md5']}); it is checked and unpacked\n"
             f"  * the unpacked folder as {d / spec['folder']}/  holding {files}\n"
             f"    (e.g. `tar -xzf {archive_name(spec['url'])} -C {d}`)\n"
-            f"Or point data_dir (or the MINICCT_DATA_DIR environment variable) at a folder that holds them.")
+            f"Or point --data-dir (data_dir= in Python, or the MINICCT_DATA_DIR environment variable) at a "
+            f"folder that holds them.")
 
 
 def _load_folder(spec, folder: Path) -> Splits:

@@ -257,6 +257,11 @@ class Trainer:
         backend.xp_for(self.device)  # a GPU without CuPy fails here, with the install hint
         if self.device == "cpu":
             backend.keep_freed_memory()   # reuse freed arrays: no page faults every step (backend.py)
+        try:   # an unknown model name is reported before any data is looked for
+            from minicct.models.registry import model_config
+            model_config(args.model)
+        except ValueError as e:
+            raise RunError(f"cannot build model {args.model!r}: {e}") from None
         resume_from = None
         if args.resume:
             resume_from = resume_path(args.resume, args.output, args.dataset, args.model)
