@@ -140,7 +140,9 @@ def set_rng_state(state: dict):
 # ---- one epoch --------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print,
                     schedule=None):
-    """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time'}.
+    """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time',
+    'steady_time'} (the last: the epoch's time at the pace of its last three quarters, without the
+    start-up of the first steps; what --time-limit plans with).
 
     Raises NonFiniteLoss (before any update from that batch) when a loss is NaN or infinite.
     progress: a tqdm bar on a terminal; elsewhere (a log file) a line every tenth of the epoch.
@@ -155,8 +157,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
     bar = _progress(steps, f"epoch {epoch}/{total_epochs}", progress)
     loss_mean, seen = Mean(), 0
     t0 = time.perf_counter()
+    quarter, t_quarter = steps // 4, None
     try:
         for step, (x, y) in enumerate(loader):
+            if step == quarter:
+                t_quarter = time.perf_counter()
             if schedule is not None:
                 lr = schedule(step / steps)
             x = Tensor(backend.to_device(x, device))
@@ -180,9 +185,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
     finally:
         if bar is not None:
             bar.close()
-    elapsed = time.perf_counter() - t0
+    end = time.perf_counter()
+    elapsed = end - t0
+    steady = elapsed if t_quarter is None or steps - quarter < 1 else (end - t_quarter) * steps / (steps - quarter)
     return {"train_loss": loss_mean.value, "img_per_s": seen / elapsed, "data_wait": loader.wait_time,
-            "epoch_time": elapsed}
+            "epoch_time": elapsed, "steady_time": steady}
 
 
 def evaluate(model, loader, device, progress=False):
@@ -432,7 +439,6 @@ class Trainer:
 
     def _one_epoch(self, epoch):
         a = self.args
-        self.epoch_started = time.perf_counter()
         lr = self.scheduler.step(epoch)
         self.train_loader.set_epoch(epoch)
         if self.train_loader.mixup is not None:
@@ -445,6 +451,7 @@ class Trainer:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
                                 self.checkpoint_last if done and self.checkpoint_last.is_file() else None) from None
+        trained = time.perf_counter()
         stats.update(evaluate(self.model, self.test_loader, self.device))
         row = {"epoch": epoch, "lr": lr, **stats}
         is_best = self.best is None or row["test_top1"] > self.best["test_top1"]
@@ -452,7 +459,7 @@ class Trainer:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
         if a.time_limit and epoch == 0 and self.start_epoch == 0:
-            self._fit_schedule_to_time_limit()
+            self._fit_schedule_to_time_limit(stats["steady_time"] + time.perf_counter() - trained)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
         self.csv.append(row)
         self._draw()
@@ -462,20 +469,20 @@ class Trainer:
                  f"{row['img_per_s']:.0f} img/s" + ("  *best" if is_best else ""))
         return row
 
-    def _fit_schedule_to_time_limit(self):
+    def _fit_schedule_to_time_limit(self, per_epoch):
         """--time-limit, after the first epoch of a new run: make the run as many epochs as fit
-        (see epochs_within). The new length goes into --epochs, which the checkpoints save, so a
+        (see epochs_within) at ``per_epoch`` seconds an epoch (the first epoch's steady pace,
+        evaluation included). The new length goes into --epochs, which the checkpoints save, so a
         resumed run keeps it."""
         a = self.args
         now = time.perf_counter()
-        per_epoch = now - self.epoch_started
         epochs = epochs_within(a.time_limit * 60, now - self.created, per_epoch,
                                a.warmup_epochs, a.cooldown_epochs)
         if epochs != a.epochs:
             a.epochs = epochs
             self.scheduler.t_initial = epochs
             self.total_epochs = self.scheduler.total_epochs
-        self.log(f"  time limit {a.time_limit:g} min: the first epoch took {_fmt_time(per_epoch)}, so the run "
+        self.log(f"  time limit {a.time_limit:g} min: an epoch takes about {_fmt_time(per_epoch)}, so the run "
                  f"is sized to {self.total_epochs} epochs (--epochs {a.epochs}), ending about "
                  f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1))} after start")
 
