@@ -242,10 +242,11 @@ def _fmt_time(seconds):
 
 def epochs_within(limit_s, elapsed_s, per_epoch_s, warmup_epochs=0, cooldown_epochs=0, margin=0.03):
     """The cosine length (--epochs) for a run that must end within ``limit_s`` seconds, decided
-    after its first epoch: ``elapsed_s`` since start, the first epoch took ``per_epoch_s``.
+    after its first epoch: ``elapsed_s`` since start, an epoch takes ``per_epoch_s`` (the first
+    epoch's steady pace, evaluation included).
 
-    The remaining epochs are as many as fit before ``margin`` (a fraction) of the limit, at the
-    first epoch's pace; the run is then 1 + that many epochs, cooldown included. The first epoch's
+    The remaining epochs are as many as fit before ``margin`` (a fraction) of the limit at that
+    pace; the run is then 1 + that many epochs, cooldown included. The first epoch's
     learning rate does not depend on the length (the warmup's, or the top of the cosine), so the
     epoch already done stays valid. At least warmup + 1 (a cosine of one epoch after the warmup)."""
     left = limit_s * (1 - margin) - elapsed_s
@@ -409,6 +410,7 @@ class Trainer:
         self.log(self.describe())
         last = None
         started = time.perf_counter()
+
         def end():   # read again after every epoch: --time-limit re-sizes the run after the first
             return self.total_epochs if a.stop_epoch is None else min(self.total_epochs, a.stop_epoch)
 
