@@ -6,6 +6,9 @@ forward and backward ms, GFLOP/s for the GEMM-bound ones beside the sgemm measur
 "x copy" (forward time over a copy of the output into a new array: ~memory passes) for elementwise ones, and,
 when torch is importable, torch's times for the same op and the ratio minicct / torch.
 Inputs have the memory layout they have inside the model (conv outputs are channels-last).
+Each kernel runs on the whole batch in one call with all of BLAS's threads, not as a training step
+runs it (micro-batches of 16 per core, one BLAS thread each): conv2's Winograd path (its 16 smaller
+GEMMs and single-threaded transforms) only about matches im2col here, and pays off in the step.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import sys
 
 import numpy as np
 
-from minicct import kernels as K
+from minicct import backend, kernels as K
 from minicct.bench.common import (device_xp, format_table, sgemm, sgemm_gflops,
                                   time_interleaved_ms, try_torch, torch_sync)
 
@@ -183,6 +186,8 @@ def _torch_child(device, batch, only, warmup, repeat):
     process slow each other down badly on a small shared machine (seen: a 10 ms GEMM taking 2.5 s
     right after a torch op), which would time the interference, not the kernels.
     """
+    if device == "cpu":
+        backend.keep_freed_memory()   # as on our side (main): both frameworks with the same malloc settings
     torch, tdev = try_torch(device)
     if torch is None:
         print("null")
@@ -214,6 +219,8 @@ def _torch_times(args, only):
 
 def main(args):
     xp = device_xp(args.device)
+    if args.device == "cpu":
+        backend.keep_freed_memory()   # as the trainer does (see backend.py); the torch child too
     rng = np.random.default_rng(0)
     only = {s for s in args.only.split(",") if s}
     tt = _torch_times(args, only)      # first, in a child process (see _torch_child)
