@@ -133,6 +133,12 @@ def scatter_add(target, index, values) -> None:
         np.add.at(target, index, values)
 
 
+def memory_order(a) -> tuple:
+    """The axes of an array from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
+    (N, C, H, W) array, (0, 2, 3, 1) for channels-last, (2, 3, 0, 1) for (H, W, N, C) memory."""
+    return tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
+
+
 # ---- BLAS threads ----------------------------------------------------------------------------------
 _blas = None   # (set_num_threads, get_num_threads) of the OpenBLAS NumPy uses; False: none found
 

@@ -55,7 +55,7 @@ def _in_layout(a, layout):
 def test_output_and_gradient_keep_the_input_memory_order(layout, rng):
     """y, and gx, come back in x's memory order (NCHW input: channels-last, where pooling is
     fast); an upstream gradient in another order is accepted and gives the same numbers."""
-    from minicct.kernels.pool import memory_order
+    from minicct.backend import memory_order
     x = _in_layout(rng.standard_normal((2, 4, 6, 6)), layout)
     y, cache = max_pool2d_forward(x, 3, 2, 1)
     want = (0, 2, 3, 1) if layout == "nchw" else _ORDERS[layout]

@@ -112,7 +112,7 @@ def test_any_input_and_gradient_layout(rng):
             np.testing.assert_allclose(g, r, atol=1e-12)
 
 
-def test_output_keeps_images_inside_pixels_in_memory():
+def test_output_memory_is_pixels_then_images_then_channels():
     """The output is an (N, O, OH, OW) view of (OH, OW, N, O) memory: a slice of rows or columns
     (what pooling reads) is whole (N, O) blocks, and channels stay innermost for the tokens."""
     x = np.ones((2, 16, 8, 8), np.float32)

@@ -285,7 +285,7 @@ class Contiguous(Function):
     @staticmethod
     def forward(ctx, a):
         xp = _xp(a)
-        ctx.order = tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
+        ctx.order = backend.memory_order(a)
         return xp.ascontiguousarray(a)
 
     @staticmethod

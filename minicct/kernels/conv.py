@@ -136,7 +136,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
     _check(x, w, b, stride, padding)
     if (get_array_module(x) is np and WINOGRAD_MIN_CHANNELS
-            and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS and winograd.supported(x, w, stride, padding)):
+            and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS and winograd.supported(w, stride)):
         return winograd.winograd_conv2d_forward(x, w, b, padding)
     return conv2d_forward_im2col(x, w, b, stride, padding)
 

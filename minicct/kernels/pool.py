@@ -18,15 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minicct.backend import get_array_module
+from minicct.backend import get_array_module, memory_order
 from minicct.kernels._util import pair, check_positive, check_nonnegative, check_ndim
 from minicct.kernels.conv import conv_output_size
-
-
-def memory_order(a):
-    """The axes of a from the largest stride to the smallest: (0, 1, 2, 3) for a C-contiguous
-    (N, C, H, W) array, (0, 2, 3, 1) for channels-last, (2, 3, 0, 1) for (H, W, N, C) memory."""
-    return tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
 
 
 def empty_like_layout(xp, x, shape, dtype):
