@@ -139,6 +139,12 @@ def memory_order(a) -> tuple:
     return tuple(sorted(range(a.ndim), key=lambda k: (-abs(a.strides[k]), k)))
 
 
+def empty_in_order(xp, shape, dtype, order):
+    """An empty array of ``shape`` whose memory holds its axes in ``order`` (as memory_order gives)."""
+    a = xp.empty(tuple(shape[k] for k in order), dtype=dtype)
+    return a.transpose(tuple(order.index(k) for k in range(len(order))))
+
+
 # ---- BLAS threads ----------------------------------------------------------------------------------
 _blas = None   # (set_num_threads, get_num_threads) of the OpenBLAS NumPy uses; False: none found
 

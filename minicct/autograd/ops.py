@@ -293,8 +293,7 @@ class Contiguous(Function):
         order = ctx.order
         if order == tuple(range(gy.ndim)):
             return gy
-        xp = _xp(gy)
-        gx = xp.empty(tuple(gy.shape[k] for k in order), gy.dtype).transpose(np.argsort(order))
+        gx = backend.empty_in_order(_xp(gy), gy.shape, gy.dtype, order)
         gx[...] = gy
         return gx
 

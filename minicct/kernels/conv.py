@@ -138,14 +138,19 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     if (get_array_module(x) is np and WINOGRAD_MIN_CHANNELS
             and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS and winograd.supported(w, stride)):
         return winograd.winograd_conv2d_forward(x, w, b, padding)
-    return conv2d_forward_im2col(x, w, b, stride, padding)
+    return _im2col_forward(x, w, b, stride, padding)
 
 
 def conv2d_forward_im2col(x, w, b=None, stride=1, padding=0):
     """conv2d_forward through im2col and one GEMM, whatever the sizes (the plain version)."""
-    xp = get_array_module(x)
     stride, padding = pair(stride, "stride"), pair(padding, "padding")
     _check(x, w, b, stride, padding)
+    return _im2col_forward(x, w, b, stride, padding)
+
+
+def _im2col_forward(x, w, b, stride, padding):
+    """conv2d_forward_im2col on checked arguments (stride, padding: pairs)."""
+    xp = get_array_module(x)
     O, C, KH, KW = w.shape
     g = _Geometry(x.shape, KH, KW, stride, padding)
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from minicct.backend import get_array_module, memory_order
+from minicct.backend import get_array_module, empty_in_order, memory_order
 from minicct.kernels._util import pair, check_positive, check_nonnegative, check_ndim
 from minicct.kernels.conv import conv_output_size
 
@@ -31,9 +31,7 @@ def empty_like_layout(xp, x, shape, dtype):
     long contiguous runs (all C channels of a pixel, or of a pixel in every image), and the tokens
     (N, H*W, C) are a free view.
     """
-    order = memory_order(x)
-    a = xp.empty(tuple(shape[k] for k in order), dtype=dtype)
-    return a.transpose(tuple(order.index(k) for k in range(len(order))))
+    return empty_in_order(xp, shape, dtype, memory_order(x))
 
 
 def _channels_inner(a):

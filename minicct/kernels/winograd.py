@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicct.backend import get_array_module
+from minicct.kernels._util import column_sums
 
 # G (4, 3) transforms a 3-tap filter; kron(G, G) (16, 9) transforms a 3x3 one in one product:
 # U[(a, b)] = sum_(i, j) G[a, i] G[b, j] w[i, j].
@@ -160,7 +161,6 @@ def winograd_conv2d_forward(x, w, b=None, padding=(1, 1)):
 
 def winograd_conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     """gy: (N, O, OH, OW) -> (gx (N, C, H, W) or None, gw (O, C, 3, 3) or None, gb (O,) or None)."""
-    from minicct.kernels._util import column_sums
     xp = get_array_module(gy)
     _, V, U, (N, C, H, W), (ph, pw), has_bias = cache
     O = U.shape[2]
