@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from minicct.autograd import Function
 from minicct.backend import get_array_module
-from minicct import kernels as K
+from minicct.kernels import dispatch
 
 __all__ = ["conv2d", "max_pool2d", "layer_norm", "softmax", "log_softmax", "gelu", "relu", "linear",
            "dropout", "drop_path", "scaled_dot_product_attention", "multi_head_attention",
@@ -21,13 +21,14 @@ __all__ = ["conv2d", "max_pool2d", "layer_norm", "softmax", "log_softmax", "gelu
 class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, w, b, stride=1, padding=0):
-        y, ctx.cache = K.conv2d_forward(x, w, b, stride, padding)
+        ctx.impl = dispatch.conv2d(x, w, stride, padding)
+        y, ctx.cache = ctx.impl.forward(x, w, b, stride, padding)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         need_gx, need_gw, _ = ctx.needs_input_grad
-        return K.conv2d_backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
+        return ctx.impl.backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -39,12 +40,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 class MaxPool2d(Function):
     @staticmethod
     def forward(ctx, x, kernel_size, stride=None, padding=0):
-        y, ctx.cache = K.max_pool2d_forward(x, kernel_size, stride, padding)
+        ctx.impl = dispatch.max_pool2d(x)
+        y, ctx.cache = ctx.impl.forward(x, kernel_size, stride, padding)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.max_pool2d_backward(gy, ctx.cache)
+        return ctx.impl.backward(gy, ctx.cache)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
@@ -55,12 +57,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 class LayerNorm(Function):
     @staticmethod
     def forward(ctx, x, w, b, normalized_shape, eps=1e-5):
-        y, ctx.cache = K.layer_norm_forward(x, normalized_shape, w, b, eps)
+        ctx.impl = dispatch.layer_norm(x)
+        y, ctx.cache = ctx.impl.forward(x, normalized_shape, w, b, eps)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.layer_norm_backward(gy, ctx.cache)
+        return ctx.impl.backward(gy, ctx.cache)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -71,13 +74,14 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
-        y, ctx.y = K.softmax_forward(x, dim)
+        ctx.impl = dispatch.softmax(x)
+        y, ctx.y = ctx.impl.forward(x, dim)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.softmax_backward(gy, ctx.y, ctx.dim)
+        return ctx.impl.backward(gy, ctx.y, ctx.dim)
 
 
 def softmax(x, dim=-1):
@@ -88,13 +92,14 @@ def softmax(x, dim=-1):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim=-1):
-        z, ctx.z = K.log_softmax_forward(x, dim)
+        ctx.impl = dispatch.log_softmax(x)
+        z, ctx.z = ctx.impl.forward(x, dim)
         ctx.dim = dim
         return z
 
     @staticmethod
     def backward(ctx, gy):
-        return K.log_softmax_backward(gy, ctx.z, ctx.dim)
+        return ctx.impl.backward(gy, ctx.z, ctx.dim)
 
 
 def log_softmax(x, dim=-1):
@@ -105,12 +110,13 @@ def log_softmax(x, dim=-1):
 class Gelu(Function):
     @staticmethod
     def forward(ctx, x, approximate="none"):
-        y, ctx.cache = K.gelu_forward(x, approximate)
+        ctx.impl = dispatch.gelu(x, approximate)
+        y, ctx.cache = ctx.impl.forward(x, approximate)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.gelu_backward(gy, ctx.cache)
+        return ctx.impl.backward(gy, ctx.cache)
 
 
 def gelu(x, approximate="none"):
@@ -121,12 +127,13 @@ def gelu(x, approximate="none"):
 class Relu(Function):
     @staticmethod
     def forward(ctx, x):
-        y, ctx.y = K.relu_forward(x)
+        ctx.impl = dispatch.relu(x)
+        y, ctx.y = ctx.impl.forward(x)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.relu_backward(gy, ctx.y)
+        return ctx.impl.backward(gy, ctx.y)
 
 
 def relu(x):
@@ -137,13 +144,14 @@ def relu(x):
 class Linear(Function):
     @staticmethod
     def forward(ctx, x, w, b):
-        y, ctx.cache = K.linear_forward(x, w, b)
+        ctx.impl = dispatch.linear(x)
+        y, ctx.cache = ctx.impl.forward(x, w, b)
         return y
 
     @staticmethod
     def backward(ctx, gy):
         need_gx, need_gw, _ = ctx.needs_input_grad
-        return K.linear_backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
+        return ctx.impl.backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
 
 
 def linear(x, weight, bias=None):
@@ -154,12 +162,13 @@ def linear(x, weight, bias=None):
 class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True, generator=None):
-        y, ctx.mask = K.dropout_forward(x, p, training, generator)
+        ctx.impl = dispatch.dropout(x)
+        y, ctx.mask = ctx.impl.forward(x, p, training, generator)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.dropout_backward(gy, ctx.mask)
+        return ctx.impl.backward(gy, ctx.mask)
 
 
 def dropout(x, p=0.5, training=True, generator=None):
@@ -171,12 +180,13 @@ def dropout(x, p=0.5, training=True, generator=None):
 class DropPath(Function):
     @staticmethod
     def forward(ctx, x, p=0.0, training=False, generator=None):
-        y, ctx.mask = K.drop_path_forward(x, p, training, generator)
+        ctx.impl = dispatch.drop_path(x)
+        y, ctx.mask = ctx.impl.forward(x, p, training, generator)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.drop_path_backward(gy, ctx.mask)
+        return ctx.impl.backward(gy, ctx.mask)
 
 
 def drop_path(x, p=0.0, training=False, generator=None):
@@ -188,12 +198,13 @@ def drop_path(x, p=0.0, training=False, generator=None):
 class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, dropout_p=0.0, training=True, generator=None):
-        y, ctx.cache = K.sdpa_forward(q, k, v, dropout_p, training, generator)
+        ctx.impl = dispatch.sdpa(q)
+        y, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        return K.sdpa_backward(gy, ctx.cache)
+        return ctx.impl.backward(gy, ctx.cache)
 
 
 def scaled_dot_product_attention(q, k, v, dropout_p=0.0, training=True, generator=None):
@@ -215,7 +226,8 @@ class _HeadsAttention(Function):
         N, L, C3 = qkv.shape
         C = C3 // 3
         q, k, v = qkv.reshape(N, L, 3, num_heads, C // num_heads).transpose(2, 0, 3, 1, 4)
-        out, ctx.cache = K.sdpa_forward(q, k, v, dropout_p, training, generator)
+        ctx.impl = dispatch.sdpa(q)
+        out, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator)
         ctx.q_shape = q.shape
         return out.transpose(0, 2, 1, 3).reshape(N, L, C)     # (N, heads, L, D) -> (N, L, C)
 
@@ -223,7 +235,7 @@ class _HeadsAttention(Function):
     def backward(ctx, gy):
         N, H, L, D = ctx.q_shape
         xp = get_array_module(gy)
-        gq, gk, gv = K.sdpa_backward(gy.reshape(N, L, H, D).transpose(0, 2, 1, 3), ctx.cache)
+        gq, gk, gv = ctx.impl.backward(gy.reshape(N, L, H, D).transpose(0, 2, 1, 3), ctx.cache)
         g = xp.empty((N, L, 3, H, D), dtype=gy.dtype)
         for i, gi in enumerate((gq, gk, gv)):
             g[:, :, i] = gi.transpose(0, 2, 1, 3)
@@ -258,13 +270,14 @@ def multi_head_attention(x, qkv_weight, proj_weight, proj_bias, num_heads, attn_
 class CrossEntropy(Function):
     @staticmethod
     def forward(ctx, logits, target, label_smoothing=0.0):
-        loss, ctx.cache = K.cross_entropy_forward(logits, target, label_smoothing)
+        ctx.impl = dispatch.cross_entropy(logits)
+        loss, ctx.cache = ctx.impl.forward(logits, target, label_smoothing)
         return loss
 
     @staticmethod
     def backward(ctx, gy):
         need_gz, need_gt = ctx.needs_input_grad
-        return K.cross_entropy_backward(gy, ctx.cache, need_gz=need_gz, need_gt=need_gt)
+        return ctx.impl.backward(gy, ctx.cache, need_gz=need_gz, need_gt=need_gt)
 
 
 def cross_entropy(logits, target, label_smoothing=0.0):

@@ -1,0 +1,155 @@
+"""Which implementation of each kernel runs: the one place that decides.
+
+Every op has a *reference* implementation, the plain portable version a lesson builds, in its own
+module (``kernels/conv.py``, ``kernels/norm.py``, ...). Some ops also have *fast* versions in
+clearly named modules beside them: ``kernels/fast/`` for NumPy-only tricks (flat-buffer im2col,
+Winograd, cache blocking) and ``kernels/cuda/`` for CuPy ``RawKernel``s. Each is tested against
+its reference, forward and backward.
+
+The choice depends on two things only:
+    * the device of the arrays (NumPy or CuPy), and
+    * the mode: ``MINICCT_KERNELS=reference|fast`` (default ``fast``), read once at import;
+      ``set_mode`` / ``use_mode`` change it (tests run the model with both).
+
+The autograd Functions (``minicct.functional``) ask here once per call, keep the chosen ``Impl``
+on their context and call its backward with the forward's cache: no string tags in caches, no
+device checks inside kernels.
+
+    impl = dispatch.conv2d(x, w, stride, padding)
+    y, cache = impl.forward(x, w, b, stride, padding)
+    gx, gw, gb = impl.backward(gy, cache, need_gx=..., need_gw=...)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+MODES = ("reference", "fast")
+ENV = "MINICCT_KERNELS"
+
+
+class Impl(NamedTuple):
+    """One implementation of an op: a name (for tests and benchmarks) and its two functions."""
+    name: str
+    forward: Callable
+    backward: Callable
+
+
+def _mode_from_env():
+    value = os.environ.get(ENV, "fast").strip().lower() or "fast"
+    if value not in MODES:
+        raise ValueError(f"${ENV}={os.environ[ENV]!r} is not a kernel mode: use one of {', '.join(MODES)}")
+    return value
+
+
+_mode = _mode_from_env()
+
+
+def mode():
+    """The current kernel mode: 'reference' or 'fast'."""
+    return _mode
+
+
+def set_mode(value):
+    """Set the kernel mode for the whole process ('reference' or 'fast'); returns the old one."""
+    global _mode
+    if value not in MODES:
+        raise ValueError(f"kernel mode must be one of {', '.join(MODES)}, got {value!r}")
+    old, _mode = _mode, value
+    return old
+
+
+@contextlib.contextmanager
+def use_mode(value):
+    """``with use_mode('reference'): ...`` runs the block with that kernel mode."""
+    old = set_mode(value)
+    try:
+        yield
+    finally:
+        set_mode(old)
+
+
+def on_gpu(x):
+    """True for a CuPy array (anything that is not a NumPy array or scalar)."""
+    return not isinstance(x, (np.ndarray, np.generic, float, int))
+
+
+def fast(x):
+    """True when the fast versions apply: fast mode, on NumPy."""
+    return _mode == "fast" and not on_gpu(x)
+
+
+def fast_gpu(x):
+    """True when the CuPy fast versions apply: fast mode, on CuPy."""
+    return _mode == "fast" and on_gpu(x)
+
+
+# ---- the table ---------------------------------------------------------------------------------
+# One selector per op: (arrays and static arguments) -> Impl. Imports are at the top of the
+# selectors' module level below, so a selector is only a few comparisons.
+from minicct.kernels import (conv as _conv, pool as _pool, norm as _norm, activation as _act,   # noqa: E402
+                             attention as _attn, dropout as _drop, loss as _loss, linear as _lin)
+
+_CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
+_POOL = Impl("max_pool2d", _pool.max_pool2d_forward, _pool.max_pool2d_backward)
+_NORM = Impl("layer_norm", _norm.layer_norm_forward, _norm.layer_norm_backward)
+_GELU = Impl("gelu", _act.gelu_forward, _act.gelu_backward)
+_RELU = Impl("relu", _act.relu_forward, _act.relu_backward)
+_SOFTMAX = Impl("softmax", _act.softmax_forward, _act.softmax_backward)
+_LOG_SOFTMAX = Impl("log_softmax", _act.log_softmax_forward, _act.log_softmax_backward)
+_SDPA = Impl("sdpa", _attn.sdpa_forward, _attn.sdpa_backward)
+_DROPOUT = Impl("dropout", _drop.dropout_forward, _drop.dropout_backward)
+_DROP_PATH = Impl("drop_path", _drop.drop_path_forward, _drop.drop_path_backward)
+_XENT = Impl("cross_entropy", _loss.cross_entropy_forward, _loss.cross_entropy_backward)
+_LINEAR = Impl("linear", _lin.linear_forward, _lin.linear_backward)
+
+
+def conv2d(x, w, stride, padding):
+    return _CONV
+
+
+def max_pool2d(x):
+    return _POOL
+
+
+def layer_norm(x):
+    return _NORM
+
+
+def gelu(x, approximate="none"):
+    return _GELU
+
+
+def relu(x):
+    return _RELU
+
+
+def softmax(x):
+    return _SOFTMAX
+
+
+def log_softmax(x):
+    return _LOG_SOFTMAX
+
+
+def sdpa(q):
+    return _SDPA
+
+
+def dropout(x):
+    return _DROPOUT
+
+
+def drop_path(x):
+    return _DROP_PATH
+
+
+def cross_entropy(logits):
+    return _XENT
+
+
+def linear(x):
+    return _LINEAR
