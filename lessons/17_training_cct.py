@@ -12,7 +12,8 @@ What it builds on
     Everything so far. After this: lesson 18 (the same on a GPU), lesson 19 (inside the model).
 
 Run it:
-    python lessons/17_training_cct.py             # ~20-40 s: a narrow CCT-2 on 16x16 `shapes`
+    python lessons/17_training_cct.py             # ~20-30 s on 2 free cores (a busy machine: up to
+                                                  #   a minute): a narrow CCT-2 on 16x16 `shapes`, 100 steps
     python lessons/17_training_cct.py --full      # CCT-2/3x2 on 32x32 `shapes`, 12 epochs: about
                                                   #   10 minutes on 2 CPU cores (`python -m minicct.train
                                                   #   shapes`, a narrower model: ~94% in about a minute)
@@ -24,6 +25,7 @@ Outputs: lessons/output/17_cct_shapes.npz (weights, used by lesson 19), lessons/
 """
 import argparse
 import pathlib
+import signal
 import sys
 import time
 
@@ -35,7 +37,7 @@ from PIL import Image, ImageDraw
 import minicct
 import minicct.functional as F
 from minicct import Tensor
-from minicct.data import eval_loader, get_dataset, train_loader
+from minicct.data import DatasetError, eval_loader, get_dataset, train_loader
 from minicct.models import count_params, create_model
 from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
 
@@ -45,11 +47,14 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_c
 parser.add_argument("--full", action="store_true", help="CCT-2/3x2 on 32x32 shapes for 12 epochs (about 10 minutes on 2 cores)")
 parser.add_argument("--cifar10", action="store_true", help="CCT-2/3x2 on CIFAR-10, the paper's recipe (downloads 170 MB once)")
 parser.add_argument("--epochs", type=int, default=None, help="epochs of the cosine for --full / --cifar10")
-parser.add_argument("--steps", type=int, default=150, help="training steps of the default short run")
+parser.add_argument("--steps", type=int, default=100, help="training steps of the default short run")
+parser.add_argument("--data-dir", default=None, help="where CIFAR-10 lives or is downloaded to (default: data/)")
 parser.add_argument("--device", default="cpu", help="'cpu' or 'gpu'")
 parser.add_argument("--workers", type=int, default=0, help="background processes preparing batches")
 args = parser.parse_args()
 OUT.mkdir(exist_ok=True)
+# Ctrl-C ends the lesson with one line instead of a KeyboardInterrupt traceback.
+signal.signal(signal.SIGINT, lambda *_: (print("\nlesson 17: interrupted", file=sys.stderr), sys.exit(130)))
 t_start = time.time()
 minicct.kernels.manual_seed(0)            # dropout and drop-path draw from this generator
 minicct.nn.init.manual_seed(0)            # and weight initialisation from this one
@@ -70,7 +75,11 @@ else:
     # The default: a narrow CCT-2/3x2 (width 64 instead of 128) on 16x16 images, counted in steps.
     R = dict(dataset="shapes", img=16, width=dict(embedding_dim=64, in_planes=32), batch=64, lr=3e-3,
              wd=0.05, warmup=10, cooldown=0, epochs=None, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0)
-train, test = get_dataset(R["dataset"], img_size=R["img"])
+try:
+    train, test = get_dataset(R["dataset"], img_size=R["img"], data_dir=args.data_dir)
+except DatasetError as e:                 # no network, no data: say what to do, no traceback
+    print(f"lesson 17: error: {e}", file=sys.stderr)
+    sys.exit(2)
 C = len(train.classes)
 model = create_model("cct_2_3x2_32", num_classes=C, img_size=R["img"], **R["width"]).to(args.device)
 print(f"   {R['dataset']}: {len(train.images)} training / {len(test.images)} test images of {R['img']}x{R['img']}, "
@@ -196,7 +205,10 @@ d.line([(sx(i), sy(v)) for i, v in enumerate(losses)], fill=(190, 190, 230))
 d.line([(sx(i + 5), sy(v)) for i, v in enumerate(smooth)], fill=(40, 90, 200), width=2)
 d.line([(pad, sy(np.log(C))), (w - 20, sy(np.log(C)))], fill=(200, 80, 80))
 d.text((w - 140, sy(np.log(C)) + 4), f"ln {C}: guessing", fill=(200, 80, 80))
-d.text((pad, h - pad + 10), f"0 .. {len(losses)} steps", fill="black")
+d.text((pad, h - pad + 10), "0", fill="black")
+d.text((w - 20, h - pad + 10), f"{len(losses)}", fill="black", anchor="ra")
+d.text(((pad + w - 20) / 2, h - pad + 22), "training step", fill="black", anchor="ma")
+d.text((pad + 6, 6), "training loss (light: each step, dark: mean of 10)", fill="black")
 d.text((4, 20), f"{top:.2f}", fill="black")
 d.text((4, h - pad - 8), "0", fill="black")
 loss_path = OUT / "17_loss.png"

@@ -18,6 +18,8 @@ Picture: lessons/output/19_attention_maps.png
 """
 import argparse
 import pathlib
+import re
+import zipfile
 import subprocess
 import sys
 
@@ -28,34 +30,77 @@ from PIL import Image, ImageDraw
 
 import minicct
 from minicct import Tensor
-from minicct.data import eval_loader, get_dataset
+from minicct.data import DatasetError, eval_loader, get_dataset
 from minicct.models import create_model
+from minicct.training.checkpoint import CheckpointError, load_checkpoint
 import scratch  # lessons/scratch.py
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "output"
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--checkpoint", default=str(OUT / "17_cct_shapes.npz"),
-                    help="weights saved by lesson 17 (default: its short run)")
+                    help="weights saved by lesson 17 (default: its short run), or a CCT checkpoint written by "
+                         "python -m minicct.train (runs/.../best.npz or last.npz)")
+parser.add_argument("--data-dir", default=None, help="where CIFAR lives, for a checkpoint trained on it")
 args = parser.parse_args()
 OUT.mkdir(exist_ok=True)
 
-# --------------------------------------------------------------------------------------------------
+
+def fail(message):
+    """Stop with one clear line (a lesson is run by hand: no traceback for a wrong path)."""
+    print(f"lesson 19: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def load_weights(path):
+    """(weights by name, model name, model kwargs, image size, dataset) from either kind of file.
+
+    Lesson 17 saves a plain .npz of the state dict plus `_img_size` and `_width`; the training
+    command saves a minicct checkpoint (a tree of arrays and settings, read by load_checkpoint).
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError("it is not an .npz file")
+    with np.load(path, allow_pickle=False) as f:
+        files = set(f.files)
+        if "_img_size" in files:                                       # lesson 17's file
+            width = int(f["_width"])
+            return ({k: f[k] for k in files if not k.startswith("_")}, "cct_2_3x2_32",
+                    dict(embedding_dim=width, in_planes=width // 2), int(f["_img_size"]), "shapes")
+    ckpt = load_checkpoint(path)                                       # python -m minicct.train's file
+    info = ckpt["model"]
+    return (info["state"], info["name"], dict(info.get("kwargs", {})), int(info["img_size"]),
+            ckpt.get("data", {}).get("dataset", "shapes"))
+
+
 print("1. The trained model")
 path = pathlib.Path(args.checkpoint)
-if not path.exists():
+if not path.exists() and path == OUT / "17_cct_shapes.npz":
     print(f"   {path.name} is missing: running lesson 17 first to train it")
     subprocess.run([sys.executable, str(HERE / "17_training_cct.py")], check=True, stdout=subprocess.DEVNULL)
-with np.load(path) as f:
-    img_size, width = int(f["_img_size"]), int(f["_width"])
-    sd = {k: f[k] for k in f.files if not k.startswith("_")}
-train, test = get_dataset("shapes", img_size=img_size)
+if not path.is_file():
+    fail(f"--checkpoint {args.checkpoint}: no such file (train one with lesson 17 or python -m minicct.train)")
+try:
+    sd, name, kwargs, img_size, dataset = load_weights(path)
+except (OSError, ValueError, KeyError, CheckpointError) as e:
+    fail(f"--checkpoint {args.checkpoint}: not a weights file of lesson 17 or python -m minicct.train ({e})")
+shape = re.fullmatch(r"cct_(\d+)_(\d+)x(\d+)_\d+", name)
+if shape is None or "classifier.positional_emb" not in sd:
+    fail(f"--checkpoint {args.checkpoint} holds a {name}: this lesson opens CCT models with a learned "
+         f"position embedding (cct_L_KxN_S), like the ones lesson 17 and python -m minicct.train make")
+try:
+    train, test = get_dataset(dataset, img_size=img_size, data_dir=args.data_dir)
+except DatasetError as e:
+    fail(f"the checkpoint was trained on {dataset!r}, which is not available here: {e}")
 C = len(train.classes)
-model = create_model("cct_2_3x2_32", num_classes=C, img_size=img_size, embedding_dim=width, in_planes=width // 2)
+model = create_model(name, num_classes=C, img_size=img_size, **kwargs)
 model.load_state_dict(sd)
 model.eval()
-cfg = scratch.config("cct", 2, (3, 2), img_size=img_size, num_classes=C)
+layers, kernel, n_conv = (int(v) for v in shape.groups())
+cfg = scratch.config("cct", layers, (kernel, n_conv), img_size=img_size, num_classes=C)
+width = sd["classifier.fc.weight"].shape[1]
 cfg["embedding_dim"] = width
+cfg["mlp_ratio"] = sd["classifier.blocks.0.linear1.weight"].shape[0] / width
+cfg["num_heads"] = kwargs.get("num_heads", cfg["num_heads"])
 P = {k: v.astype(np.float64) for k, v in sd.items()}
 x, labels = next(iter(eval_loader(test, batch_size=64, mean=train.mean, std=train.std)))
 with minicct.no_grad():
@@ -63,7 +108,7 @@ with minicct.no_grad():
 ours = scratch.forward(x.astype(np.float64), P, cfg)
 L = scratch.sequence_length(cfg)
 g = int(np.sqrt(L))                                                   # tokens sit on a g x g grid
-print(f"   {path.name}: CCT-2/3x2 of width {width} on {img_size}x{img_size} images, {L} tokens ({g}x{g})")
+print(f"   {path.name}: {name} of width {width} on {img_size}x{img_size} images, {L} tokens ({g}x{g})")
 print(f"   minicct's logits and our NumPy model's agree: max |diff| {np.abs(theirs - ours).max():.1e}")
 assert np.allclose(theirs, ours, atol=1e-3)
 pred = ours.argmax(1)
@@ -131,20 +176,20 @@ def heat(img_uint8, weights):
 shown = [int(np.flatnonzero(labels == k)[0]) for k in range(C) if np.any(labels == k)]
 raw = test.images[:64]
 columns = ["image", "SeqPool", "rollout"] + [f"layer 2, head {j + 1}" for j in range(cfg["num_heads"])]
-grid = Image.new("RGB", (S * len(columns), (S + 16) * len(shown) + 16), "white")
+grid = Image.new("RGB", (S * len(columns), (S + 16) * len(shown) + 16), "white")   # per row: caption, then tiles
 d = ImageDraw.Draw(grid)
 for c, name in enumerate(columns):
     d.text((c * S + 4, 2), name, fill="black")
 for r, i in enumerate(shown):
-    y0 = 16 + r * (S + 16)
+    y0 = 16 + r * (S + 16)                                            # the caption line, above its tiles
+    d.text((4, y0 + 2), f"{test.classes[labels[i]]} -> {test.classes[pred[i]]}", fill="black")
     # Per head: the attention that all tokens paid to each token in the last layer (column mean).
     maps = [None, pool[i], seen[i]] + [attn[-1][i, j].mean(0) for j in range(cfg["num_heads"])]
     for c, m in enumerate(maps):
         tile = Image.fromarray(raw[i]).resize((S, S), Image.Resampling.NEAREST) if m is None else heat(raw[i], m)
-        grid.paste(tile, (c * S, y0))
-    d.text((4, y0 + S + 1), f"{test.classes[labels[i]]} -> {test.classes[pred[i]]}", fill="black")
+        grid.paste(tile, (c * S, y0 + 16))
 pic = OUT / "19_attention_maps.png"
 grid.save(pic)
-print(f"   wrote {pic.relative_to(HERE.parent)}: one row per class (true -> predicted)")
+print(f"   wrote {pic.relative_to(HERE.parent)}: one row per class, captioned above (true -> predicted)")
 
 print("\nAll claims of lesson 19 hold.")

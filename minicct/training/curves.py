@@ -40,18 +40,34 @@ def _label(v):
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.0e}"
 
 
+def _text(draw, xy, s, font, **kw):
+    """draw.text with readable word gaps: Pillow's built-in font draws a space 2 px wide, so
+    "test accuracy" read as "testaccuracy"."""
+    draw.text(xy, s.replace(" ", "   "), fill="black", font=font, **kw)
+
+
+def x_range(epochs):
+    """(lo, hi, ticks) of the epoch axis. A run of one or two epochs gets half an epoch of room on
+    each side, so its points stand inside the chart rather than on its edges."""
+    lo, hi = min(epochs), max(epochs)
+    if hi - lo < 2:
+        return lo - 0.5, hi + 0.5, list(range(int(math.floor(lo)), int(math.ceil(hi)) + 1))
+    xt = nice_ticks(lo, hi, n=6)
+    xt = [t for t in xt if float(t).is_integer()] or xt
+    return xt[0], xt[-1], xt
+
+
 def _draw_panel(draw, font, x0, y0, title, epochs, series):
     """One chart in the box (x0, y0, x0 + PANEL_W, y0 + PANEL_H). series: {name: [value per epoch]}."""
     left, top = x0 + MARGIN_L, y0 + MARGIN_T
     right, bottom = x0 + PANEL_W - MARGIN_R, y0 + PANEL_H - MARGIN_B
     values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
     if not values or not epochs:
-        draw.text((left, top), f"{title}: no data yet", fill="black", font=font)
+        _text(draw, (left, top), f"{title}: no data yet", font)
         return
     yt = nice_ticks(min(values), max(values))
-    xt = nice_ticks(min(epochs), max(max(epochs), min(epochs) + 1), n=6)
-    xt = [t for t in xt if float(t).is_integer()] or xt
-    ylo, yhi, xlo, xhi = yt[0], yt[-1], xt[0], xt[-1]
+    xlo, xhi, xt = x_range(epochs)
+    ylo, yhi = yt[0], yt[-1]
 
     def px(e, v):
         return (left + (e - xlo) / (xhi - xlo) * (right - left),
@@ -60,26 +76,30 @@ def _draw_panel(draw, font, x0, y0, title, epochs, series):
     for t in yt:  # horizontal grid and y labels
         _, y = px(xlo, t)
         draw.line([(left, y), (right, y)], fill=(225, 225, 225))
-        draw.text((left - 6, y), _label(t), fill="black", font=font, anchor="rm")
+        _text(draw, (left - 6, y), _label(t), font, anchor="rm")
     for t in xt:
         x, _ = px(t, ylo)
         draw.line([(x, bottom), (x, bottom + 4)], fill="black")
-        draw.text((x, bottom + 6), _label(t), fill="black", font=font, anchor="ma")
+        _text(draw, (x, bottom + 6), _label(t), font, anchor="ma")
     draw.rectangle([left, top, right, bottom], outline="black")
-    draw.text(((left + right) / 2, bottom + 22), "epoch", fill="black", font=font, anchor="ma")
-    draw.text((left, y0 + 8), title, fill="black", font=font)
+    _text(draw, ((left + right) / 2, bottom + 22), "epoch", font, anchor="ma")
+    _text(draw, (left, y0 + 8), title, font)
 
     for i, (name, vs) in enumerate(series.items()):
         colour = COLOURS[i % len(COLOURS)]
         pts = [px(e, v) for e, v in zip(epochs, vs) if v is not None and math.isfinite(v)]
         if len(pts) > 1:
             draw.line(pts, fill=colour, width=2)
+        r = 2 if len(pts) > 3 else 4           # a short run's few points must be seen
         for x, y in pts:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
+        if 0 < len(pts) <= 3:                   # and read: the value beside each point
+            for (x, y), v in zip(pts, [v for v in vs if v is not None and math.isfinite(v)]):
+                _text(draw, (x + 6, y - 6), f"{v:.3g}", font, anchor="ls")
         lx = right - 70 * (len(series) - i)  # legend in the header, right of the title: never on a line
         ly = y0 + 8
         draw.line([(lx, ly + 5), (lx + 16, ly + 5)], fill=colour, width=2)
-        draw.text((lx + 20, ly), name, fill="black", font=font)
+        _text(draw, (lx + 20, ly), name, font)
 
 
 def draw_curves(path, epochs, panels):
