@@ -208,9 +208,12 @@ print("   (with stride 3 the windows never overlap and the same bug goes unseen)
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. minicct's convolution")
-# minicct.kernels holds the same pair of plain array functions, conv2d_forward / conv2d_backward
-# (with a faster memory layout, explained at the top of minicct/kernels/conv.py);
-# minicct.functional.conv2d wraps them as a Function, with PyTorch's argument names.
+# minicct/kernels/conv.py holds the same pair of plain array functions, conv2d_forward /
+# conv2d_backward: the reference, this lesson's im2col and col2im by offsets on one screen.
+# Faster versions with the same signatures sit beside it in minicct/kernels/fast/ (conv_im2col.py:
+# the same GEMM on a flat buffer with a faster memory layout; winograd.py: section 6), and
+# minicct/kernels/dispatch.py picks one per call (MINICCT_KERNELS=reference|fast).
+# minicct.functional.conv2d wraps the chosen pair as a Function, with PyTorch's argument names.
 import minicct.functional as F
 from minicct import kernels
 
@@ -252,11 +255,12 @@ Y2 = At @ ((G @ g2 @ G.T) * (Bt @ d2 @ Bt.T)) @ At.T
 direct2 = np.array([[np.sum(d2[i:i + 3, j:j + 3] * g2) for j in range(2)] for i in range(2)])
 assert np.allclose(Y2, direct2)
 print("   2-D: At [(G g Gt) * (Bt d B)] At.T equals the 2x2 outputs of the 3x3 filter: 16 multiplies, not 36")
-# minicct.kernels.winograd does this for every tile at once; conv2d takes it on NumPy for 3x3,
-# stride-1 convs with 16+ channels (CCT's 64 -> 128 conv: ~35% less time than im2col).
-from minicct.kernels import winograd
+# minicct/kernels/fast/winograd.py does this for every tile at once; in fast mode on NumPy,
+# dispatch.conv2d picks it for 3x3, stride-1 convs with 16+ channels in and out
+# (dispatch.WINOGRAD_MIN_CHANNELS; CCT's 64 -> 128 conv: ~35% less time than im2col).
+from minicct.kernels.fast import winograd
 for pad in (1, 0):
-    y_w, cache = winograd.winograd_conv2d_forward(x, w, b, (pad, pad))
+    y_w, cache = winograd.conv2d_forward(x, w, b, 1, pad)
     assert np.allclose(y_w, conv_loops(x, w, b, 1, pad))
-print("   kernels.winograd equals the loop conv (padding 1 and 0)")
+print("   kernels.fast.winograd equals the loop conv (padding 1 and 0)")
 print("\nAll claims of lesson 06 hold.")

@@ -135,17 +135,24 @@ except GradcheckError:
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. minicct's max-pooling")
+# minicct/kernels/pool.py is the reference: this lesson's offset loop with first-max ties, on one
+# screen. minicct/kernels/fast/pool.py computes the same without a padded copy and in the memory
+# order the convs hand on; minicct/kernels/dispatch.py picks it in fast mode
+# (MINICCT_KERNELS=reference|fast). F.max_pool2d runs whichever is picked; both are checked here.
 import minicct.functional as F
+from minicct.kernels import dispatch
 
-for k, s, p in [(2, 2, 0), (3, 2, 1)]:
-    a = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
-    c = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
-    ours, theirs = MaxPool.apply(a, k=k, stride=s, pad=p), F.max_pool2d(c, k, s, p)
-    assert np.array_equal(ours.numpy(), theirs.numpy())
-    gy = Tensor(rng.standard_normal(ours.shape), dtype="float64")
-    ours.backward(gy)
-    theirs.backward(gy)
-    assert np.allclose(a.grad.numpy(), c.grad.numpy())
-print("   F.max_pool2d equals ours, forward and backward, for 2x2/2 and 3x3/2/1")
+for mode in dispatch.MODES:
+    with dispatch.use_mode(mode):
+        for k, s, p in [(2, 2, 0), (3, 2, 1)]:
+            a = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+            c = Tensor(xt.numpy(), requires_grad=True, dtype="float64")
+            ours, theirs = MaxPool.apply(a, k=k, stride=s, pad=p), F.max_pool2d(c, k, s, p)
+            assert np.array_equal(ours.numpy(), theirs.numpy())
+            gy = Tensor(rng.standard_normal(ours.shape), dtype="float64")
+            ours.backward(gy)
+            theirs.backward(gy)
+            assert np.allclose(a.grad.numpy(), c.grad.numpy())
+print("   F.max_pool2d equals ours, forward and backward, for 2x2/2 and 3x3/2/1 (reference and fast)")
 assert gradcheck(lambda x: F.max_pool2d(x, 3, 2, 1), [xt])
 print("\nAll claims of lesson 07 hold.")

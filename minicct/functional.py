@@ -33,7 +33,8 @@ class Conv2d(Function):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """x: (N, C, H, W), weight: (O, C, KH, KW), bias: (O,) -> (N, O, OH, OW). stride, padding:
-    int or (h, w). The output is channels-last in memory (see kernels/conv.py)."""
+    int or (h, w). The output is channels-last in memory (kernels/conv.py; in fast mode
+    kernels/fast/ explains its layout)."""
     return Conv2d.apply(x, weight, bias, stride=stride, padding=padding)
 
 

@@ -4,6 +4,9 @@
     pytest --device gpu       # the same tests on CuPy; skipped with a reason where no GPU exists
 
 Tests that take the ``device`` fixture run on the chosen device; ``xp`` is its array module.
+Tests that take ``kernel_mode`` run twice, with the reference kernels and with the fast ones
+(``kernels.dispatch.use_mode``); ``force_impl`` makes ``minicct.functional`` run one given kernel
+module whatever dispatch would pick (to gradcheck each version through its Function).
 """
 import os
 
@@ -30,6 +33,26 @@ def device(request):
 @pytest.fixture
 def xp(device):
     return backend.xp_for(device)
+
+
+@pytest.fixture(params=["reference", "fast"])
+def kernel_mode(request):
+    from minicct.kernels import dispatch
+    with dispatch.use_mode(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def force_impl(monkeypatch):
+    """``force_impl("conv2d", module)``: F.conv2d runs ``module.conv2d_forward`` / ``_backward``."""
+    from minicct.kernels import dispatch
+
+    def force(op, module):
+        impl = dispatch.Impl(f"{op} from {module.__name__}", getattr(module, f"{op}_forward"),
+                             getattr(module, f"{op}_backward"))
+        monkeypatch.setattr(dispatch, op, lambda *args, **kwargs: impl)
+        return impl
+    return force
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def test_float32_in_float32_out_and_no_graph_without_grad(rng):
         assert not F.conv2d(x, w).requires_grad
 
 
-def test_tokenizer_chain_backward_end_to_end(rng):
+def test_tokenizer_chain_backward_end_to_end(rng, kernel_mode):
     """conv -> relu -> pool -> tokens -> layer norm -> loss: gradients reach the conv weight."""
     x = Tensor(rng.standard_normal((2, 3, 8, 8)), dtype=np.float64)
     w = Tensor(rng.standard_normal((4, 3, 3, 3)) * 0.3, requires_grad=True, dtype=np.float64)

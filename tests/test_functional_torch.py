@@ -26,12 +26,18 @@ def _check(ours_out, theirs_out, ours_in, theirs_in, rng, rtol=1e-10, atol=1e-12
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=rtol, atol=atol)
 
 
-def test_conv2d(rng):
+def test_conv2d(rng, kernel_mode):
     o, t = _pair(rng, (2, 3, 9, 7), (4, 3, 3, 2), (4,))
     _check(F.conv2d(*o, (2, 1), (1, 2)), TF.conv2d(*t, stride=(2, 1), padding=(1, 2)), o, t, rng)
 
 
-def test_max_pool2d_with_ties(rng):
+def test_conv2d_3x3_with_16_channels(rng, kernel_mode):
+    """The shape fast mode runs by Winograd (3x3, stride 1, 16 channels in and out)."""
+    o, t = _pair(rng, (2, 16, 7, 6), (16, 16, 3, 3), (16,))
+    _check(F.conv2d(*o, 1, 1), TF.conv2d(*t, stride=1, padding=1), o, t, rng)
+
+
+def test_max_pool2d_with_ties(rng, kernel_mode):
     a = rng.integers(0, 3, (2, 3, 9, 8)).astype(float)
     o, t = Tensor(a, requires_grad=True, dtype=np.float64), torch.tensor(a, requires_grad=True)
     _check(F.max_pool2d(o, 3, 2, 1), TF.max_pool2d(t, 3, 2, 1), [o], [t], rng)

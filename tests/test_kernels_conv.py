@@ -1,11 +1,22 @@
-"""conv2d: the im2col/GEMM kernel against naive loops; every gradient by gradcheck in float64."""
+"""conv2d: the reference (kernels/conv.py) and the flat-buffer im2col (kernels/fast/conv_im2col.py)
+against naive loops; every gradient of each by gradcheck in float64. Winograd (3x3 stride 1 only):
+test_kernels_winograd.py; each fast version against the reference: test_kernels_fast.py."""
 import numpy as np
 import pytest
 
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import conv2d_forward, conv2d_backward
+from minicct.kernels import conv
+from minicct.kernels.fast import conv_im2col, winograd
+
+IMPLS = {"reference": conv, "im2col_flat": conv_im2col}
+
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request):
+    """The conv module under test: its conv2d_forward / conv2d_backward."""
+    return IMPLS[request.param]
 
 
 def conv_ref(x, w, b, stride, padding):
@@ -46,40 +57,41 @@ def _inputs(r, xs, ws, bias=True):
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding", CASES)
-def test_forward_matches_loops(xs, ws, stride, padding, rng, xp):
+def test_forward_matches_loops(xs, ws, stride, padding, impl, rng, xp):
     x, w, b = _inputs(rng, xs, ws)
-    y, _ = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), stride, padding)
+    y, _ = impl.conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), stride, padding)
     np.testing.assert_allclose(to_numpy(y), conv_ref(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding", CASES)
-def test_gradcheck_x_w_b(xs, ws, stride, padding, rng, device):
+def test_gradcheck_x_w_b(xs, ws, stride, padding, impl, rng, device, force_impl):
+    force_impl("conv2d", impl)
     x, w, b = (Tensor(a, requires_grad=True, device=device, dtype=np.float64) for a in _inputs(rng, xs, ws))
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride, padding), [x, w, b], names=["x", "w", "b"])
 
 
-def test_backward_without_bias_and_without_gx(rng, xp):
+def test_backward_without_bias_and_without_gx(impl, rng, xp):
     x, w, _ = _inputs(rng, (2, 3, 6, 5), (4, 3, 3), bias=False)
-    y, cache = conv2d_forward(xp.asarray(x), xp.asarray(w), None, 1, 1)
+    y, cache = impl.conv2d_forward(xp.asarray(x), xp.asarray(w), None, 1, 1)
     gy = xp.asarray(rng.standard_normal(y.shape))
-    gx, gw, gb = conv2d_backward(gy, cache)
-    gx2, gw2, gb2 = conv2d_backward(gy, cache, need_gx=False)
+    gx, gw, gb = impl.conv2d_backward(gy, cache)
+    gx2, gw2, gb2 = impl.conv2d_backward(gy, cache, need_gx=False)
     assert gb is None and gb2 is None and gx2 is None
     np.testing.assert_allclose(to_numpy(gw2), to_numpy(gw))
     # gx against the adjoint identity <gy, conv(x)> = <gx, x> (conv is linear in x without bias).
     assert np.isclose(float((to_numpy(gy) * to_numpy(y)).sum()), float((to_numpy(gx) * x).sum()))
 
 
-def test_float32_forward_close_to_float64(rng, xp):
+def test_float32_forward_close_to_float64(impl, rng, xp):
     x, w, b = _inputs(rng, (2, 8, 9, 9), (6, 3, 3))
-    y64, _ = conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, 1)
-    y32, _ = conv2d_forward(*(xp.asarray(a, dtype=np.float32) for a in (x, w, b)), 1, 1)
+    y64, _ = impl.conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, 1)
+    y32, _ = impl.conv2d_forward(*(xp.asarray(a, dtype=np.float32) for a in (x, w, b)), 1, 1)
     assert y32.dtype == np.float32
     y64, y32 = to_numpy(y64), to_numpy(y32)
     assert np.abs(y32 - y64).max() <= 1e-5 * np.abs(y64).max()
 
 
-def test_any_input_layout(rng, xp):
+def test_any_input_layout(impl, rng, xp):
     """Transposed / channels-last / sliced inputs give the same result as contiguous ones."""
     x, w, b = _inputs(rng, (2, 3, 8, 6), (4, 3, 3))
     ref = conv_ref(x, w, b, (1, 1), (1, 1))
@@ -87,14 +99,14 @@ def test_any_input_layout(rng, xp):
     wide = np.zeros((2, 3, 8, 12))
     wide[..., ::2] = x
     for xin in (cl, wide[..., ::2]):
-        y, _ = conv2d_forward(xp.asarray(xin), xp.asarray(w), xp.asarray(b), 1, 1)
+        y, _ = impl.conv2d_forward(xp.asarray(xin), xp.asarray(w), xp.asarray(b), 1, 1)
         np.testing.assert_allclose(to_numpy(y), ref, atol=1e-12)
 
 
-def test_output_is_channels_last_so_tokens_are_a_view():
+def test_output_is_channels_last_so_tokens_are_a_view(impl):
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     w = np.ones((16, 3, 3, 3), np.float32)
-    y, _ = conv2d_forward(x, w, None, 1, 1)
+    y, _ = impl.conv2d_forward(x, w, None, 1, 1)
     assert y.strides[1] == y.itemsize            # channels vary fastest in memory
     tokens = y.transpose(0, 2, 3, 1)             # (N, H, W, C): C contiguous
     assert tokens.strides[-1] == y.itemsize
@@ -107,7 +119,25 @@ def test_output_is_channels_last_so_tokens_are_a_view():
     ((2, 3, 8, 8), (4, 3, 3, 3), {"stride": 0}, "stride"),
     ((2, 3, 8, 8), (4, 3, 3, 3), {"padding": -1}, "padding"),
 ])
-def test_bad_input_raises_value_error(xshape, wshape, kw, match):
+def test_bad_input_raises_value_error(xshape, wshape, kw, match, kernel_mode):
     x, w = Tensor(np.zeros(xshape)), Tensor(np.zeros(wshape))
     with pytest.raises(ValueError, match=match):
         F.conv2d(x, w, **kw)
+    for module in (conv, conv_im2col, winograd):      # every version checks its arguments
+        with pytest.raises(ValueError, match=match):
+            module.conv2d_forward(x.numpy(), w.numpy(), **kw)
+
+
+def test_weight_grad_blocks_add_up_to_one_product(rng, monkeypatch):
+    """The blocked product of fast/conv_im2col (_GW_BLOCK columns at a time) equals one product,
+    with a block size that leaves a short last block; and through conv2d_backward, the reference's gw."""
+    monkeypatch.setattr(conv_im2col, "_GW_BLOCK", 7)
+    cols, gY = rng.standard_normal((5, 7 * 4 + 3)), rng.standard_normal((7 * 4 + 3, 6))
+    np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY), cols @ gY, rtol=1e-12, atol=1e-12)
+    x, w, b = _inputs(rng, (2, 3, 5, 4), (4, 3, 3))          # M = 5 rows * Wq 5 * 2 images = 50
+    y, cache = conv_im2col.conv2d_forward(x, w, b, 1, 1)
+    gy = rng.standard_normal(y.shape)
+    y_ref, cache_ref = conv.conv2d_forward(x, w, b, 1, 1)
+    assert cache.cols.shape[1] % 7 != 0
+    np.testing.assert_allclose(conv_im2col.conv2d_backward(gy, cache)[1],
+                               conv.conv2d_backward(gy, cache_ref)[1], rtol=1e-12, atol=1e-12)

@@ -5,7 +5,7 @@ import pytest
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import linear_forward
+from minicct.kernels import linear_backward, linear_forward
 
 
 def linear_ref(x, w, b):
@@ -29,6 +29,18 @@ def test_gradcheck_x_weight_bias(xshape, rng, device):
     ts = [Tensor(rng.standard_normal(s), requires_grad=True, device=device, dtype=np.float64)
           for s in (xshape, (4, 5), (4,))]
     assert gradcheck(F.linear, ts, names=["x", "weight", "bias"])
+
+
+def test_only_the_gradients_asked_for(rng):
+    x, w, b, gy = (rng.standard_normal(s) for s in ((2, 3, 5), (4, 5), (4,), (2, 3, 4)))
+    _, cache = linear_forward(x, w, b)
+    gx, gw, gb = linear_backward(gy, cache)
+    no_gx, no_gw = linear_backward(gy, cache, need_gx=False), linear_backward(gy, cache, need_gw=False)
+    assert no_gx[0] is None and no_gw[1] is None
+    np.testing.assert_array_equal(no_gx[1], gw)
+    np.testing.assert_array_equal(no_gw[0], gx)
+    np.testing.assert_array_equal(no_gx[2], gb)
+    assert linear_backward(gy, linear_forward(x, w)[1])[2] is None
 
 
 def test_non_contiguous_input(rng):

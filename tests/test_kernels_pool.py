@@ -1,12 +1,22 @@
-"""max_pool2d against naive loops: overlapping windows, padding, ties (first max in row-major
-window order gets the gradient, as PyTorch), and gradcheck."""
+"""max_pool2d, the reference (kernels/pool.py) and the NumPy fast version (kernels/fast/pool.py),
+each against naive loops: overlapping windows, padding, ties (first max in row-major window order
+gets the gradient, as PyTorch), and gradcheck. Fast against reference: test_kernels_fast.py."""
 import numpy as np
 import pytest
 
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import max_pool2d_forward, max_pool2d_backward
+from minicct.kernels import pool
+from minicct.kernels.fast import pool as fast_pool
+
+IMPLS = {"reference": pool, "fast": fast_pool}
+
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request):
+    """The pooling module under test: its max_pool2d_forward / max_pool2d_backward."""
+    return IMPLS[request.param]
 
 
 def pool_ref(x, gy_seed, kernel, stride, padding):
@@ -52,77 +62,78 @@ def _in_layout(a, layout):
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "hwnc"])
-def test_output_and_gradient_keep_the_input_memory_order(layout, rng):
-    """y, and gx, come back in x's memory order (NCHW input: channels-last, where pooling is
-    fast); an upstream gradient in another order is accepted and gives the same numbers."""
+def test_fast_output_and_gradient_keep_the_input_memory_order(layout, rng):
+    """The fast version's y, and gx, come back in x's memory order (NCHW input: channels-last,
+    where pooling is fast); an upstream gradient in another order gives the same numbers."""
     from minicct.backend import memory_order
     x = _in_layout(rng.standard_normal((2, 4, 6, 6)), layout)
-    y, cache = max_pool2d_forward(x, 3, 2, 1)
+    y, cache = fast_pool.max_pool2d_forward(x, 3, 2, 1)
     want = (0, 2, 3, 1) if layout == "nchw" else _ORDERS[layout]
     assert memory_order(y) == want
     gy = rng.standard_normal(y.shape)
-    gx = max_pool2d_backward(_in_layout(gy, layout), cache)
+    gx = fast_pool.max_pool2d_backward(_in_layout(gy, layout), cache)
     assert memory_order(gx) == want
     for other in _ORDERS:
-        np.testing.assert_array_equal(max_pool2d_backward(_in_layout(gy, other), cache), gx)
+        np.testing.assert_array_equal(fast_pool.max_pool2d_backward(_in_layout(gy, other), cache), gx)
 
 
 @pytest.mark.parametrize("ties", [False, True], ids=["distinct", "ties"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "hwnc"])
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES)
-def test_forward_and_backward_match_loops(shape, kernel, stride, padding, layout, ties, rng, xp):
+def test_forward_and_backward_match_loops(shape, kernel, stride, padding, layout, ties, impl, rng, xp):
     x = rng.integers(0, 3, shape).astype(float) if ties else rng.standard_normal(shape)
     y_ref, gx_ref, gy = pool_ref(x, 1, kernel, stride, padding)
     xin = _in_layout(x, layout)
-    y, cache = max_pool2d_forward(xp.asarray(xin), kernel, stride, padding)
-    gx = max_pool2d_backward(xp.asarray(gy), cache)
+    y, cache = impl.max_pool2d_forward(xp.asarray(xin), kernel, stride, padding)
+    gx = impl.max_pool2d_backward(xp.asarray(gy), cache)
     np.testing.assert_array_equal(to_numpy(y), y_ref)
     np.testing.assert_allclose(to_numpy(gx), gx_ref, rtol=0, atol=1e-15)
 
 
-def test_tie_gradient_goes_to_first_max_row_major(xp):
+def test_tie_gradient_goes_to_first_max_row_major(impl, xp):
     # One 3x3 window whose maximum 5 appears three times: (0, 2), (1, 0), (2, 1).
     x = np.array([[1, 2, 5],
                   [5, 0, 1],
                   [2, 5, 3]], float)[None, None]
-    y, cache = max_pool2d_forward(xp.asarray(x), 3)
-    gx = to_numpy(max_pool2d_backward(xp.ones_like(y), cache))[0, 0]
+    y, cache = impl.max_pool2d_forward(xp.asarray(x), 3)
+    gx = to_numpy(impl.max_pool2d_backward(xp.ones_like(y), cache))[0, 0]
     assert to_numpy(y).item() == 5
     expected = np.zeros((3, 3))
     expected[0, 2] = 1.0            # first in row-major order, not (1, 0) (first in column order)
     np.testing.assert_array_equal(gx, expected)
 
 
-def test_overlapping_windows_accumulate(xp):
+def test_overlapping_windows_accumulate(impl, xp):
     # A single large value in the middle of a 5x5 image is the max of all four 3x3/stride-2 windows.
     x = np.zeros((1, 1, 5, 5))
     x[0, 0, 2, 2] = 9.0
-    y, cache = max_pool2d_forward(xp.asarray(x), 3, 2, 0)
+    y, cache = impl.max_pool2d_forward(xp.asarray(x), 3, 2, 0)
     gy = np.array([[1.0, 2.0], [3.0, 4.0]])[None, None]
-    gx = to_numpy(max_pool2d_backward(xp.asarray(gy), cache))
+    gx = to_numpy(impl.max_pool2d_backward(xp.asarray(gy), cache))
     assert gx[0, 0, 2, 2] == 10.0 and np.count_nonzero(gx) == 1
 
 
-def test_padding_never_wins(xp):
+def test_padding_never_wins(impl, xp):
     x = -np.ones((1, 1, 3, 3)) * 7.0            # all negative: zero padding would win, -inf does not
-    y, cache = max_pool2d_forward(xp.asarray(x), 3, 2, 1)
+    y, cache = impl.max_pool2d_forward(xp.asarray(x), 3, 2, 1)
     assert np.all(to_numpy(y) == -7.0)
-    gx = to_numpy(max_pool2d_backward(xp.ones_like(y), cache))
+    gx = to_numpy(impl.max_pool2d_backward(xp.ones_like(y), cache))
     assert gx.sum() == y.size
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", CASES[:3])
-def test_gradcheck(shape, kernel, stride, padding, rng, device):
+def test_gradcheck(shape, kernel, stride, padding, impl, rng, device, force_impl):
+    force_impl("max_pool2d", impl)
     # Distinct values (a random permutation) so no window has a near-tie that eps could flip.
     x = Tensor(rng.permutation(np.prod(shape)).reshape(shape) / 7.0, requires_grad=True, device=device,
                dtype=np.float64)
     assert gradcheck(lambda x: F.max_pool2d(x, kernel, stride, padding), [x])
 
 
-def test_float32_equals_float64(rng, xp):
+def test_float32_equals_float64(impl, rng, xp):
     x = rng.standard_normal((2, 4, 9, 9))
-    y64, _ = max_pool2d_forward(xp.asarray(x), 3, 2, 1)
-    y32, _ = max_pool2d_forward(xp.asarray(x, dtype=np.float32), 3, 2, 1)
+    y64, _ = impl.max_pool2d_forward(xp.asarray(x), 3, 2, 1)
+    y32, _ = impl.max_pool2d_forward(xp.asarray(x, dtype=np.float32), 3, 2, 1)
     np.testing.assert_allclose(to_numpy(y32), to_numpy(y64), rtol=1e-7)
 
 
@@ -137,6 +148,6 @@ def test_stride_defaults_to_kernel_size(rng):
     ((1, 1, 4, 4), {"kernel_size": 3, "stride": 0}, "stride"),
     ((1, 1, 2, 2), {"kernel_size": 5, "padding": 1}, "larger than the padded input"),
 ])
-def test_bad_input_raises_value_error(shape, kw, match):
+def test_bad_input_raises_value_error(shape, kw, match, kernel_mode):
     with pytest.raises(ValueError, match=match):
         F.max_pool2d(Tensor(np.zeros(shape)), **kw)

@@ -157,7 +157,7 @@ def test_sequence_length_from_arithmetic_matches_the_tokens():
 
 # ---- gradients ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "cct_6_3x1_32_sine", "cvt_2_4_32_sine", "vit_2_4_32"])
-def test_gradcheck_tiny_model_over_every_parameter_and_the_input(name):
+def test_gradcheck_tiny_model_over_every_parameter_and_the_input(name, kernel_mode):
     nn.init.manual_seed(0)
     model = create_model(name, **TINY).double().eval()
     names = [n for n, _ in model.named_parameters()]

@@ -117,9 +117,17 @@ TINY = dict(img_size=8, embedding_dim=16, num_layers=2, num_heads=2, mlp_ratio=1
 CLOSE = dict(rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("name", ["cct_2_3x2_32", "cct_6_3x1_32_sine", "cvt_2_4_32_sine", "vit_2_4_32"])
-def test_logits_and_gradients_match_pytorch(name):
-    ours, theirs = build_pair(name, **TINY)
+@pytest.mark.parametrize("name,in_planes", [("cct_2_3x2_32", 8), ("cct_2_3x2_32", 16), ("cct_6_3x1_32_sine", 8),
+                                            ("cvt_2_4_32_sine", 8), ("vit_2_4_32", 8)])
+def test_logits_and_gradients_match_pytorch(name, in_planes, kernel_mode):
+    """In both kernel modes; with in_planes 16 the second conv is 16 -> 16, which fast mode runs
+    by Winograd."""
+    ours, theirs = build_pair(name, **dict(TINY, in_planes=in_planes))
+    if in_planes == 16:
+        from minicct.kernels import dispatch
+        conv2 = ours.tokenizer.conv_layers[1][0]
+        picked = dispatch.conv2d(np.zeros((1, 16, 4, 4)), conv2.weight.numpy(), conv2.stride, conv2.padding)
+        assert picked.name == ("conv2d_winograd" if kernel_mode == "fast" else "conv2d")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 8, 8))
     w = rng.standard_normal((3, 10))

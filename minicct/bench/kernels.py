@@ -20,6 +20,7 @@ import sys
 import numpy as np
 
 from minicct import backend, kernels as K
+from minicct.kernels import dispatch
 from minicct.bench.common import (device_xp, format_table, sgemm, sgemm_gflops,
                                   time_interleaved_ms, try_torch, torch_sync)
 
@@ -50,7 +51,8 @@ def _cases(B):
             if x_channels_last:
                 x = _channels_last(xp, x)
             w = xp.asarray(rng.standard_normal((O, C, 3, 3), dtype=f32) * 0.1)
-            y, cache = K.conv2d_forward(x, w, None, 1, 1)
+            impl = dispatch.conv2d(x, w, 1, 1)          # what training runs (MINICCT_KERNELS)
+            y, cache = impl.forward(x, w, None, 1, 1)
             gy = _channels_last(xp, xp.asarray(rng.standard_normal(y.shape, dtype=f32)))
             flops = 2.0 * B * H * H * O * C * 9
 
@@ -60,15 +62,16 @@ def _cases(B):
                 fwd = lambda: torch.nn.functional.conv2d(xt, wt, None, 1, 1)
                 yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
                 return fwd, lambda: torch.autograd.grad(yt, (xt, wt), gyt, retain_graph=True)
-            return dict(fwd=lambda: K.conv2d_forward(x, w, None, 1, 1),
-                        bwd=lambda: K.conv2d_backward(gy, cache), out=y,
+            return dict(fwd=lambda: impl.forward(x, w, None, 1, 1),
+                        bwd=lambda: impl.backward(gy, cache), out=y,
                         flops=(flops, 2 * flops), torch=torch_build)
         return build
 
     def pool(C, H):
         def build(xp, rng):
             x = _channels_last(xp, xp.asarray(rng.standard_normal((B, C, H, H), dtype=f32)))
-            y, cache = K.max_pool2d_forward(x, 3, 2, 1)
+            impl = dispatch.max_pool2d(x)
+            y, cache = impl.forward(x, 3, 2, 1)
             gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
 
             def torch_build(torch, dev):
@@ -76,8 +79,8 @@ def _cases(B):
                 fwd = lambda: torch.nn.functional.max_pool2d(xt, 3, 2, 1)
                 yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
                 return fwd, lambda: torch.autograd.grad(yt, (xt,), gyt, retain_graph=True)
-            return dict(fwd=lambda: K.max_pool2d_forward(x, 3, 2, 1),
-                        bwd=lambda: K.max_pool2d_backward(gy, cache), out=y, torch=torch_build)
+            return dict(fwd=lambda: impl.forward(x, 3, 2, 1),
+                        bwd=lambda: impl.backward(gy, cache), out=y, torch=torch_build)
         return build
 
     def unary(shape, ours_fwd, ours_bwd, torch_fn, channels_last=False):

@@ -3,11 +3,11 @@
     y, cache = conv2d_forward(x, w, b, stride, padding)
     gx, gw, gb = conv2d_backward(gy, cache)
 
+The names below are the *reference* versions: plain, portable, the ones the lessons build.
 No Tensor in sight: these take and return NumPy or CuPy arrays (``xp = get_array_module(x)``
 picks the module). ``minicct.functional`` wraps each pair as an autograd Function.
 
     conv.py        conv2d (im2col + one GEMM; col2im by kernel offsets)
-    winograd.py    3x3 stride-1 conv2d by Winograd's F(2x2, 3x3): conv.py's fast path on NumPy
     pool.py        max_pool2d (overlapping windows, PyTorch's tie-breaking)
     norm.py        layer_norm
     activation.py  relu, gelu (with a hand-written erf), softmax, log_softmax
@@ -15,6 +15,8 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     attention.py   scaled dot-product attention (one fused backward)
     loss.py        cross_entropy (class indices or soft targets, label smoothing)
     linear.py      linear (PyTorch's (out, in) weight layout)
+    fast/          NumPy fast versions of conv2d (flat-buffer im2col; Winograd F(2x2, 3x3) for 3x3)
+                   and max_pool2d (keeps the memory order); dispatch.py picks them
     cuda.py        CuPy-only fused kernels (gelu, max_pool2d, layer_norm), chosen automatically
                    for CuPy arrays; each ``*_xp`` function is the portable twin they are tested against
 """

@@ -1,63 +1,26 @@
-"""2-D max pooling over (possibly overlapping) windows, forward and backward.
+"""2-D max pooling over (possibly overlapping) windows: the reference.
 
-    y[n, c, oh, ow] = max_{i, j} x[n, c, oh*sh + i - ph, ow*sw + j - pw]    (out-of-image: -inf)
+    y[n, c, oh, ow] = max_{i, j} xpad[n, c, oh*sh + i, ow*sw + j]      (padding: -inf, never wins)
 
-Both directions loop over the KH*KW kernel offsets (9 for 3x3), never over pixels: for one offset
-(i, j), the window elements form one strided slice of x, so each step is a whole-array op. With
-padding, an offset reaches outside the image for the first/last few windows only; each offset
-works on the rectangle of windows where it is inside, so no padded copy of x is ever made (the
--inf padding is implicit: it never wins).
+    x: (N, C, H, W)  ->  y: (N, C, OH, OW),  OH = (H + 2*ph - KH) // sh + 1
 
-Ties go to the first maximum in row-major window order, as in PyTorch: offsets are visited in that
-order and a later one takes over only when *strictly* greater. The backward sends each gy to that
-one position; where windows overlap, the slices of the different offsets are added one by one.
+As for conv2d, a loop over the KH*KW kernel offsets, never over pixels: for one offset (i, j) the
+window elements are one strided slice of the padded input. Ties go to the first maximum in
+row-major window order, as in PyTorch: offsets are visited in that order and a later one takes over
+only when *strictly* greater. The cache keeps that winning offset k = i*KW + j of each window;
+backward sends each gy to it, adding (windows overlap when the stride is smaller than the kernel).
+
+Portable (NumPy or CuPy) and plain, as lesson 07 builds it. ``kernels/fast/pool.py`` is the NumPy
+fast version (keeps the input's memory order, no padded copy), tested against this one;
+``kernels/dispatch.py`` picks which runs.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
-from minicct.backend import get_array_module, empty_in_order, memory_order
+from minicct.backend import get_array_module
 from minicct.kernels._util import pair, check_positive, check_nonnegative, check_ndim
 from minicct.kernels.conv import conv_output_size
-
-
-def empty_like_layout(xp, x, shape, dtype):
-    """An empty array of this shape with the memory order of x (an (N, C, H, W) x that is
-    channels-last gives a channels-last array, and so on).
-
-    Our convs return channels-last data; keeping that order downstream means strided slices read
-    long contiguous runs (all C channels of a pixel, or of a pixel in every image), and the tokens
-    (N, H*W, C) are a free view.
-    """
-    return empty_in_order(xp, shape, dtype, memory_order(x))
-
-
-def _channels_inner(a):
-    """True when the channel axis (1) of an (N, C, H, W) array has the smallest stride."""
-    return memory_order(a)[-1] == 1
-
-
-def _inside(k, size, stride, pad, out):
-    """For kernel offset k along one axis: (output slice, input slice) of the windows whose
-    element at offset k lies inside the image, i.e. 0 <= o*stride + k - pad < size."""
-    lo = max(0, -(-(pad - k) // stride))               # ceil((pad - k) / stride), at least 0
-    hi = min(out - 1, (size - 1 + pad - k) // stride)  # last o inside
-    if hi < lo:
-        return None, None
-    first = lo * stride + k - pad
-    return slice(lo, hi + 1), slice(first, first + (hi - lo) * stride + 1, stride)
-
-
-def _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
-    """Yield (k, output index, input index) for each kernel offset k = i*KW + j, row-major."""
-    for i in range(KH):
-        oi, xi = _inside(i, H, sh, ph, OH)
-        for j in range(KW):
-            oj, xj = _inside(j, W, sw, pw, OW)
-            if oi is not None and oj is not None:
-                yield i * KW + j, (Ellipsis, oi, oj), (Ellipsis, xi, xj)
 
 
 class PoolGeometry(NamedTuple):
@@ -91,64 +54,38 @@ def pool_geometry(x, kernel_size, stride=None, padding=0):
                         conv_output_size(W, KW, sw, pw))
 
 
+class PoolCache(NamedTuple):
+    arg: object           # (N, C, OH, OW) winning offset k = i*KW + j of each window
+    x_shape: tuple        # (N, C, H, W)
+    g: PoolGeometry
+
+
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """x: (N, C, H, W); kernel_size, stride (default: kernel_size), padding: int or (h, w).
-
-    Returns y: (N, C, OH, OW) and the cache for ``max_pool2d_backward`` (the winning offset of
-    each window). On CuPy this is one fused kernel (``kernels.cuda``), else ``max_pool2d_forward_xp``.
-    """
+    Returns y: (N, C, OH, OW) and the cache for ``max_pool2d_backward``."""
     g = pool_geometry(x, kernel_size, stride, padding)
-    if get_array_module(x) is not np:
-        from minicct.kernels import cuda
-        return cuda.max_pool2d_forward(x, g)
-    return _forward_xp(x, g)
-
-
-def max_pool2d_forward_xp(x, kernel_size, stride=None, padding=0):
-    """The portable max_pool2d (any array module): KH*KW whole-array steps."""
-    return _forward_xp(x, pool_geometry(x, kernel_size, stride, padding))
-
-
-def _forward_xp(x, g):
-    xp = get_array_module(x)
     KH, KW, sh, sw, ph, pw, OH, OW = g
+    xp = get_array_module(x)
     N, C, H, W = x.shape
-    if not _channels_inner(x):
-        # Work channels-last: a slice with stride sw along W is then runs of C contiguous values
-        # (NumPy's inner loops are fast on those), instead of single values sw apart.
-        x = xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-
-    idx_dtype = xp.uint8 if KH * KW <= 256 else xp.int32
-    y = empty_like_layout(xp, x, (N, C, OH, OW), x.dtype)
-    y.fill(-xp.inf)
-    arg = empty_like_layout(xp, x, (N, C, OH, OW), idx_dtype)   # winning offset k = i*KW + j
-    arg.fill(0)
-    for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
-        win, ys = x[i], y[o]
-        better = win > ys                # strict: an equal later element never takes over
-        # k grows along the loop, so "k where better, else keep" is a maximum (no branches).
-        xp.maximum(arg[o], xp.multiply(better, k, dtype=idx_dtype), out=arg[o])
-        xp.maximum(ys, win, out=ys)
-    return y, ("xp", arg, x.shape, g)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+    y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
+    arg = xp.zeros((N, C, OH, OW), dtype=xp.int32)
+    for i in range(KH):
+        for j in range(KW):
+            win = xpad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
+            better = win > y                  # strict: an equal later element never takes over
+            arg[better] = i * KW + j
+            y = xp.where(better, win, y)
+    return y, PoolCache(arg, x.shape, g)
 
 
 def max_pool2d_backward(gy, cache):
     """gy: (N, C, OH, OW) -> gx: (N, C, H, W); each gy goes to its window's (first) maximum."""
-    if cache[0] == "cuda":
-        from minicct.kernels import cuda
-        return cuda.max_pool2d_backward(gy, cache)
-    _, arg, (N, C, H, W), (KH, KW, sh, sw, ph, pw, OH, OW) = cache
+    arg, (N, C, H, W), (KH, KW, sh, sw, ph, pw, OH, OW) = cache
     xp = get_array_module(gy)
-    if memory_order(gy) != memory_order(arg):
-        # One copy into arg's memory order, instead of KH*KW passes over mismatched strides.
-        gy_ = empty_like_layout(xp, arg, gy.shape, gy.dtype)
-        gy_[...] = gy
-        gy = gy_
-    gx = empty_like_layout(xp, arg, (N, C, H, W), gy.dtype)       # the memory order of forward's x
-    gx.fill(0)
-    for k, o, i in _offsets(KH, KW, H, W, sh, sw, ph, pw, OH, OW):
-        # The elements of one offset's slice are distinct, so += is exact; overlaps between
-        # offsets accumulate across iterations. (A multiply by the mask, not where(): NumPy's
-        # where() branches per element and is ~7x slower on a random mask.)
-        gx[i] += gy[o] * (arg[o] == k)
-    return gx
+    gxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=gy.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            # One offset's slice has distinct elements; the slices of different offsets overlap.
+            gxpad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += xp.where(arg == i * KW + j, gy, 0)
+    return gxpad[:, :, ph:ph + H, pw:pw + W]

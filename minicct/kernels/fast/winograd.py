@@ -1,8 +1,8 @@
 """3x3 convolution with stride 1 by Winograd's minimal filtering F(2x2, 3x3): 2.25x fewer multiplies.
 
-The fast path that ``conv2d`` takes on NumPy for 3x3, stride-1 convolutions with enough channels
-(CCT's second tokenizer conv); ``conv.py``'s im2col version is the plain one, and the tests check
-the two against each other and against loops. Lavin & Gray, "Fast Algorithms for Convolutional
+The fast version that ``kernels/dispatch.py`` picks on NumPy for 3x3, stride-1 convolutions with
+enough channels (CCT's second tokenizer conv); ``kernels/conv.py`` is the reference, with the same
+signatures, and the tests check the two against each other and against loops. Lavin & Gray, "Fast Algorithms for Convolutional
 Neural Networks" (2015), is the reference for the matrices below.
 
 The idea, in one dimension first. Two outputs of a 3-tap filter g over four inputs d,
@@ -36,8 +36,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import NamedTuple
+
 from minicct.backend import get_array_module
-from minicct.kernels._util import column_sums
+from minicct.kernels._util import column_sums, pair
+from minicct.kernels.conv import check_args
 
 # G (4, 3) transforms a 3-tap filter; kron(G, G) (16, 9) transforms a 3x3 one in one product:
 # U[(a, b)] = sum_(i, j) G[a, i] G[b, j] w[i, j].
@@ -46,8 +49,8 @@ _GG = np.kron(_G, _G)
 
 
 def supported(w, stride):
-    """True when winograd_conv2d_forward computes this conv2d: a 3x3 kernel and stride 1."""
-    return tuple(w.shape[2:]) == (3, 3) and tuple(stride) == (1, 1)
+    """True when this module computes the conv2d: a 3x3 kernel (w: (O, C, 3, 3)) and stride 1."""
+    return w.ndim == 4 and tuple(w.shape[2:]) == (3, 3) and pair(stride, "stride") == (1, 1)
 
 
 def _tiles(H, W, ph, pw):
@@ -136,11 +139,21 @@ def _output_transform_backward(gY):
     return gM
 
 
-def winograd_conv2d_forward(x, w, b=None, padding=(1, 1)):
-    """x: (N, C, H, W) any memory order, w: (O, C, 3, 3), b: (O,) or None, padding (ph, pw).
+class WinogradCache(NamedTuple):
+    V: object             # (16, TH*TW*N, C) transformed input tiles
+    U: object             # (16, C, O) transformed filters
+    x_shape: tuple        # (N, C, H, W)
+    padding: tuple        # (ph, pw)
+    has_bias: bool
 
-    Returns y: (N, O, OH, OW), a view of an (OH, OW, N, O) array, and the cache for
-    ``winograd_conv2d_backward``."""
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """x: (N, C, H, W) any memory order, w: (O, C, 3, 3), b: (O,) or None, stride 1; padding: int
+    or (h, w). Returns y: (N, O, OH, OW), a view of an (OH, OW, N, O) array, and the cache."""
+    stride, padding = check_args(x, w, b, stride, padding)
+    if not supported(w, stride):
+        raise ValueError(f"conv2d (Winograd F(2x2, 3x3)): needs a 3x3 kernel and stride 1, got "
+                         f"weight shape {tuple(w.shape)}, stride {stride}")
     xp = get_array_module(x)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -156,13 +169,13 @@ def winograd_conv2d_forward(x, w, b=None, padding=(1, 1)):
     Y = Y.reshape(2 * TH, 2 * TW, N, O)[:OH, :OW]                  # an odd size drops the last row/col
     if b is not None:
         Y += b
-    return Y.transpose(2, 3, 0, 1), ("winograd", V, U, x.shape, (ph, pw), b is not None)
+    return Y.transpose(2, 3, 0, 1), WinogradCache(V, U, x.shape, (ph, pw), b is not None)
 
 
-def winograd_conv2d_backward(gy, cache, need_gx=True, need_gw=True):
+def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     """gy: (N, O, OH, OW) -> (gx (N, C, H, W) or None, gw (O, C, 3, 3) or None, gb (O,) or None)."""
     xp = get_array_module(gy)
-    _, V, U, (N, C, H, W), (ph, pw), has_bias = cache
+    V, U, (N, C, H, W), (ph, pw), has_bias = cache
     O = U.shape[2]
     OH, OW, TH, TW = _tiles(H, W, ph, pw)
     g = gy.transpose(2, 3, 0, 1)                                  # (OH, OW, N, O)
