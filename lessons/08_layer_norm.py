@@ -159,9 +159,9 @@ assert np.allclose(composed.numpy(), fused.numpy(), atol=1e-5)
 print("\n5. minicct's layer norm")
 # F.layer_norm(x, normalized_shape, weight, bias, eps) as PyTorch spells it. Underneath it is the
 # pair minicct/kernels/norm.py: layer_norm_forward / layer_norm_backward, the code of sections 1-3
-# on raw arrays (same xhat, same rstd, same three-term backward). On a GPU, in the default "fast"
-# mode, minicct/kernels/cuda/norm.py runs instead (one warp per row, tested against norm.py);
-# minicct/kernels/dispatch.py is the one place that chooses.
+# on raw arrays (the same xhat, rstd = 1 / s, the same three-term backward). On a GPU, in the
+# default "fast" mode, minicct/kernels/cuda/norm.py runs instead (one warp per row, tested against
+# norm.py); minicct/kernels/dispatch.py is the one place that chooses.
 import minicct.functional as F
 from minicct.kernels import dispatch, norm
 

@@ -145,7 +145,8 @@ assert np.allclose(y_ref, gelu(x64), atol=1e-6)
 assert np.allclose(activation.gelu_backward(gy.numpy(), cache), a.grad.numpy(), atol=1e-6)
 y_fast, d = fast_gelu.gelu_forward(x64)
 assert np.allclose(y_fast, y_ref, atol=1e-14)
-assert np.allclose(fast_gelu.gelu_backward(gy.numpy(), d), activation.gelu_backward(gy.numpy(), cache), atol=1e-14)
+assert np.allclose(fast_gelu.gelu_backward(gy.numpy(), d), activation.gelu_backward(gy.numpy(), cache),
+                   atol=1e-14)
 with dispatch.use_mode("reference"):
     picked_ref = dispatch.gelu(x64).name
 print(f"   kernels.activation's pair equals ours; dispatch picks {dispatch.gelu(x64).name!r} "

@@ -64,7 +64,8 @@ def test_max_pool2d_gpu_branch():
 
 
 @pytest.mark.parametrize("mode,device,expected", [
-    ("reference", "cpu", adamw), ("fast", "cpu", adamw), ("reference", "gpu", adamw), ("fast", "gpu", cuda_adamw)])
+    ("reference", "cpu", adamw), ("fast", "cpu", adamw),
+    ("reference", "gpu", adamw), ("fast", "gpu", cuda_adamw)])
 def test_adamw_update(mode, device, expected):
     with dispatch.use_mode(mode):
         assert dispatch.adamw_update(CPU if device == "cpu" else GPU) is expected.adamw_update_
