@@ -69,7 +69,6 @@ extern "C" __global__ void layernorm_bwd(
 """
 
 
-
 def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
     """x: (..., *normalized_shape) CuPy array; w, b: normalized_shape or None -> y, cache."""
     D = math.prod(check_layer_norm(x, normalized_shape, w, b))

@@ -73,7 +73,6 @@ extern "C" __global__ void maxpool_bwd(
 """
 
 
-
 class CudaPoolCache(NamedTuple):
     arg: object             # (N, C, OH, OW) int32: the winning offset i * KW + j of each window
     x_shape: tuple
