@@ -157,8 +157,20 @@ assert np.allclose(composed.numpy(), fused.numpy(), atol=1e-5)
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. minicct's layer norm")
-# F.layer_norm(x, normalized_shape, weight, bias, eps) as PyTorch spells it.
+# F.layer_norm(x, normalized_shape, weight, bias, eps) as PyTorch spells it. Underneath it is the
+# pair minicct/kernels/norm.py: layer_norm_forward / layer_norm_backward, the code of sections 1-3
+# on raw arrays (the same xhat, rstd = 1 / s, the same three-term backward). On a GPU, in the
+# default "fast" mode, minicct/kernels/cuda/norm.py runs instead (one warp per row, tested against
+# norm.py); minicct/kernels/dispatch.py is the one place that chooses.
 import minicct.functional as F
+from minicct.kernels import dispatch, norm
+
+y_ref, cache = norm.layer_norm_forward(x, (D,), gamma, beta, EPS)
+assert np.allclose(y_ref, layer_norm(x, gamma, beta), atol=1e-10)
+for name, ours, theirs in zip(["x", "gamma", "beta"], layer_norm_backward(gy, x, gamma),
+                              norm.layer_norm_backward(gy, cache)):
+    assert np.allclose(ours, theirs, atol=1e-10), name
+print(f"   kernels.norm's pair equals ours; on this array dispatch picks {dispatch.layer_norm(x).name!r}")
 
 a = [Tensor(v, requires_grad=True, dtype="float64") for v in (x, gamma, beta)]
 y = F.layer_norm(a[0], (D,), a[1], a[2], eps=EPS)

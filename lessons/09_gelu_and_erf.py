@@ -131,5 +131,25 @@ theirs.backward(gy)
 assert np.allclose(a.grad.numpy(), c.grad.numpy(), atol=1e-6)
 assert np.allclose(F.gelu(Tensor(xs, dtype="float64"), approximate="tanh").numpy(), gelu_tanh(xs), atol=1e-12)
 print("   F.gelu equals ours forward and backward; approximate='tanh' equals our tanh form")
+# The pair under F.gelu is minicct/kernels/activation.py: gelu_forward keeps x, gelu_backward
+# computes Phi(x) + x phi(x) from it, exactly our GELU class above. Beside it, chosen by
+# minicct/kernels/dispatch.py in the default "fast" mode: kernels/fast/gelu.py (NumPy: the
+# derivative computed in the forward while its pieces are at hand, arrays in cache-sized blocks)
+# and kernels/cuda/gelu.py (CuPy: one fused kernel each way, CUDA's own erf).
+from minicct.kernels import activation, dispatch
+from minicct.kernels.fast import gelu as fast_gelu
+
+x64 = xt.numpy().astype(np.float64)
+y_ref, cache = activation.gelu_forward(x64)
+assert np.allclose(y_ref, gelu(x64), atol=1e-6)
+assert np.allclose(activation.gelu_backward(gy.numpy(), cache), a.grad.numpy(), atol=1e-6)
+y_fast, d = fast_gelu.gelu_forward(x64)
+assert np.allclose(y_fast, y_ref, atol=1e-14)
+assert np.allclose(fast_gelu.gelu_backward(gy.numpy(), d), activation.gelu_backward(gy.numpy(), cache),
+                   atol=1e-14)
+with dispatch.use_mode("reference"):
+    picked_ref = dispatch.gelu(x64).name
+print(f"   kernels.activation's pair equals ours; dispatch picks {dispatch.gelu(x64).name!r} "
+      f"(fast mode), {picked_ref!r} (reference mode)")
 assert gradcheck(F.gelu, [xt])
 print("\nAll claims of lesson 09 hold.")

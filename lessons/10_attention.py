@@ -178,6 +178,24 @@ b = [Tensor(t.numpy(), requires_grad=True, dtype="float64") for t in qkv]
 Attention.apply(*b).backward(Tensor(gO, dtype="float64"))
 assert all(np.allclose(u.grad.numpy(), w.grad.numpy(), atol=1e-6) for u, w in zip(a, b))
 print("   F.scaled_dot_product_attention equals ours, forward and backward")
+# Underneath: the pair in minicct/kernels/attention.py, sdpa_forward / sdpa_backward, our
+# Attention class on raw arrays (plus attention dropout). In the default "fast" mode
+# minicct/kernels/dispatch.py picks kernels/fast/attention.py instead: the same math with the
+# 1/sqrt(d) scale moved onto q and dropout's 1/(1-p) into the softmax (fewer passes over the
+# T x T weights of section 6), images in cache-sized blocks; tests hold it to the reference.
+from minicct.kernels import attention as attention_kernels, dispatch
+from minicct.kernels.fast import attention as fast_attention
+
+q_, k_, v_ = (t.numpy().astype(np.float64) for t in qkv)
+y_ref, cache = attention_kernels.sdpa_forward(q_, k_, v_)
+assert np.allclose(y_ref, attention(q_, k_, v_), atol=1e-10)
+grads_ref = attention_kernels.sdpa_backward(gO, cache)
+assert all(np.allclose(u, w.grad.numpy(), atol=1e-6) for u, w in zip(grads_ref, b))
+y_fast, cache_fast = fast_attention.sdpa_forward(q_, k_, v_)
+assert np.allclose(y_fast, y_ref, atol=1e-12)
+grads_fast = fast_attention.sdpa_backward(gO, cache_fast)
+assert all(np.allclose(u, w, atol=1e-12) for u, w in zip(grads_fast, grads_ref))
+print(f"   kernels.attention's pair equals ours and the fast one; dispatch picks {dispatch.sdpa(q_).name!r}")
 
 N, T, D, H = 2, 5, 12, 3
 x = rng.standard_normal((N, T, D))

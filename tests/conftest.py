@@ -37,6 +37,7 @@ def xp(device):
 
 @pytest.fixture(params=["reference", "fast"])
 def kernel_mode(request):
+    """Run the test with the reference kernels, then with the fast ones (kernels.dispatch)."""
     from minicct.kernels import dispatch
     with dispatch.use_mode(request.param):
         yield request.param

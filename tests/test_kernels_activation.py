@@ -1,5 +1,6 @@
 """Activations: erf accuracy, relu, exact and tanh GELU, softmax and log_softmax (values against
-loops, stability at large inputs, gradcheck)."""
+loops, stability at large inputs, gradcheck in both kernel modes); the fast GELU
+(kernels/fast/gelu.py) against the reference, across block boundaries and memory orders."""
 import math
 
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import (erf, gelu_forward, softmax_forward, log_softmax_forward, relu_forward)
-from minicct.kernels.activation import gelu_forward_xp
+from minicct.kernels import (erf, gelu_forward, gelu_backward, softmax_forward, log_softmax_forward,
+                             relu_forward, dispatch)
+from minicct.kernels.fast import gelu as fast_gelu
 
 
 # ---- erf -----------------------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def test_relu_values(xp):
 def test_gelu_exact_matches_math_erf(rng, xp):
     x = np.concatenate([rng.standard_normal(500) * 3, [-12.0, -5.0, 0.0, 5.0, 12.0]])
     ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
-    for fn in (gelu_forward, gelu_forward_xp):
+    for fn in (gelu_forward, fast_gelu.gelu_forward):
         y, _ = fn(xp.asarray(x))
         # gelu = x Phi(x): the erf error (<= 1.5e-7) scaled by |x| / 2
         assert np.all(np.abs(to_numpy(y) - ref) <= 1e-6 * np.maximum(1.0, np.abs(x)))
@@ -76,7 +78,7 @@ def test_gelu_bad_approximate_raises():
     ("log_softmax_last", F.log_softmax),
     ("log_softmax_dim1", lambda x: F.log_softmax(x, dim=1)),
 ])
-def test_gradcheck(name, fn, rng, device):
+def test_gradcheck(name, fn, rng, device, kernel_mode):
     a = rng.standard_normal((3, 4, 5)) * 2
     if name == "relu":
         a = np.where(np.abs(a) < 1e-3, 0.5, a)          # keep away from the kink
@@ -126,11 +128,60 @@ def test_float32_forward_close_to_float64(rng, xp):
         assert np.abs(y32 - y64).max() <= 1e-5 * np.abs(y64).max(), fn.__name__
 
 
-def test_gelu_blockwise_equals_whole_array(rng):
-    from minicct.kernels.activation import _BLOCK, _gelu_erf, gelu_backward
-    x = rng.standard_normal((3, _BLOCK + 7)).astype(np.float32)[:, ::2]     # odd size, not contiguous
-    y, cache = gelu_forward_xp(x)
-    y_ref, cache_ref = _gelu_erf(x)
-    np.testing.assert_array_equal(y, y_ref)
+# ---- the fast GELU against the reference -------------------------------------------------------------
+def _awkward(rng, shape, dtype, order):
+    """Random values of this shape and dtype in a given memory order: 'C', 'F', or 'strided'
+    (every other column of a wider array)."""
+    a = rng.standard_normal(shape[:-1] + (2 * shape[-1],)) * 3
+    if order == "strided":
+        return a.astype(dtype)[..., ::2]
+    return np.asarray(a[..., ::2], dtype=dtype, order=order)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("shape,block", [((7,), None), ((3, 37), 16), ((5, 13, 11), 64), ((2, 3, 5), 1)])
+@pytest.mark.parametrize("order", ["C", "F", "strided"])
+def test_fast_gelu_equals_reference(approximate, shape, block, order, rng, monkeypatch):
+    """Forward and backward, float64 to round-off and float32 to a few ulps, with blocks that do
+    not divide the size (block=None: one whole-array pass)."""
+    if block is not None:
+        monkeypatch.setattr(fast_gelu, "BLOCK", block)
+    for dtype, tol in ((np.float64, 1e-14), (np.float32, 2e-6)):
+        x = _awkward(rng, shape, dtype, order)
+        gy = rng.standard_normal(shape).astype(dtype)
+        y_ref, c_ref = gelu_forward(x, approximate)
+        y_fast, c_fast = fast_gelu.gelu_forward(x, approximate)
+        assert y_fast.dtype == dtype and y_fast.shape == x.shape
+        np.testing.assert_allclose(y_fast, y_ref, rtol=tol, atol=tol)
+        gx_fast = fast_gelu.gelu_backward(gy, c_fast)
+        assert gx_fast.dtype == dtype
+        np.testing.assert_allclose(gx_fast, gelu_backward(gy, c_ref), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fast_gelu_blocks_change_no_bit(approximate, rng, monkeypatch):
+    """Blocking is a loop over the same elementwise steps: the same float32 bits as one pass."""
+    x = rng.standard_normal((3, 1001)).astype(np.float32)[:, ::2] * 4      # odd size, not contiguous
     gy = rng.standard_normal(x.shape).astype(np.float32)
-    np.testing.assert_array_equal(gelu_backward(gy, cache), gelu_backward(gy, cache_ref))
+    runs = []
+    for block in (1 << 20, 100):
+        monkeypatch.setattr(fast_gelu, "BLOCK", block)
+        y, cache = fast_gelu.gelu_forward(x, approximate)
+        runs.append((y, fast_gelu.gelu_backward(gy, cache)))
+    (y1, g1), (y2, g2) = runs
+    np.testing.assert_array_equal(y2, y1)
+    np.testing.assert_array_equal(g2, g1)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_fast_gelu_gradcheck_across_blocks(approximate, rng, monkeypatch):
+    monkeypatch.setattr(fast_gelu, "BLOCK", 7)
+    with dispatch.use_mode("fast"):
+        assert dispatch.gelu(np.zeros(1)).forward is fast_gelu.gelu_forward
+        x = Tensor(rng.standard_normal((3, 11)) * 2, requires_grad=True, dtype=np.float64)
+        assert gradcheck(lambda x: F.gelu(x, approximate=approximate), [x])
+
+
+def test_fast_gelu_bad_approximate_raises():
+    with pytest.raises(ValueError, match="approximate"):
+        fast_gelu.gelu_forward(np.zeros(3), approximate="fast")

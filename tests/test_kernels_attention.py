@@ -1,6 +1,7 @@
 """Attention: the fused sdpa kernel against loops and against the same math composed from
-primitive Tensor ops (values and gradients); gradcheck; the multi-head wrapper with the official
-CCT weight layout."""
+primitive Tensor ops (values and gradients); gradcheck in both kernel modes; the fast version
+(kernels/fast/attention.py) against the reference, with dropout and across image blocks; the
+multi-head wrapper with the official CCT weight layout."""
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import sdpa_forward, sdpa_backward
+from minicct.kernels import sdpa_forward, sdpa_backward, dispatch
+from minicct.kernels.fast import attention as fast_attention
 
 
 def sdpa_loops(q, k, v):
@@ -44,7 +46,7 @@ def test_forward_matches_loops(rng, xp):
     np.testing.assert_allclose(to_numpy(y), sdpa_loops(q, k, v), rtol=1e-12, atol=1e-12)
 
 
-def test_fused_equals_composed_values_and_gradients(rng, device):
+def test_fused_equals_composed_values_and_gradients(rng, device, kernel_mode):
     fused_in = _qkv(rng, device=device)
     comp_in = [Tensor(t.data.copy(), requires_grad=True, dtype=np.float64) for t in fused_in]
     gy = rng.standard_normal((2, 3, 5, 3))
@@ -57,11 +59,11 @@ def test_fused_equals_composed_values_and_gradients(rng, device):
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-def test_gradcheck_q_k_v(rng, device):
+def test_gradcheck_q_k_v(rng, device, kernel_mode):
     assert gradcheck(F.scaled_dot_product_attention, _qkv(rng, device=device), names=["q", "k", "v"])
 
 
-def test_gradcheck_with_attention_dropout(rng, device):
+def test_gradcheck_with_attention_dropout(rng, device, kernel_mode):
     # A fresh generator with the same seed for every call: the same mask in every forward.
     fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
     assert gradcheck(fn, _qkv(rng, N=1, H=2, device=device))
@@ -104,7 +106,7 @@ def _mha_inputs(rng, N=2, L=5, C=6, device="cpu"):
                    dtype=np.float64) for i, s in enumerate(shapes)]
 
 
-def test_mha_equals_composed_reference(rng, device):
+def test_mha_equals_composed_reference(rng, device, kernel_mode):
     ins = _mha_inputs(rng, device=device)
     ref_ins = [Tensor(t.data.copy(), requires_grad=True, dtype=np.float64) for t in ins]
     y = F.multi_head_attention(*ins, num_heads=2)
@@ -117,7 +119,7 @@ def test_mha_equals_composed_reference(rng, device):
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_mha_gradcheck_every_input(rng, device):
+def test_mha_gradcheck_every_input(rng, device, kernel_mode):
     fn = lambda x, wq, wp, bp: F.multi_head_attention(x, wq, wp, bp, 3)
     assert gradcheck(fn, _mha_inputs(rng, device=device), names=["x", "qkv_weight", "proj_weight", "proj_bias"])
 
@@ -141,19 +143,73 @@ def test_dropout_keeps_expected_value_and_drops_everything_at_p_one(rng):
         assert np.all(np.isfinite(g))
 
 
-def test_blocks_give_the_same_numbers(rng, monkeypatch):
-    """On NumPy, images go through in blocks that fit the cache: the same values and gradients
-    (the masks too: the blocks draw the generator's numbers in the same order)."""
-    from minicct.kernels import attention
-    q, k, v = (rng.standard_normal((5, 3, 7, 4)) for _ in range(3))
-    gy = rng.standard_normal((5, 3, 7, 4))
+# ---- the fast attention against the reference -------------------------------------------------------
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("shape,block", [
+    ((5, 3, 7, 4, 7, 3), None),           # (N, H, L, D, S, Dv); None: one block
+    ((5, 3, 7, 4, 7, 3), 2 * 3 * 7 * 7),  # 2 images per block: blocks 2, 2, 1
+    ((3, 2, 5, 3, 9, 6), 1),              # one image per block (the smallest block)
+    ((4, 5, 3, 2), 1 << 18),              # no head axis, S != L
+    ((6, 4), 10)])                        # 2-D: always one block
+def test_fast_equals_reference(shape, block, p, rng):
+    """Values and every gradient, float64; with dropout the same generator seed gives the same masks
+    (blocks draw them in the same order as one whole draw)."""
+    if len(shape) == 6:
+        N, H, L, D, S, Dv = shape
+        qs, ks, vs = (N, H, L, D), (N, H, S, D), (N, H, S, Dv)
+    elif len(shape) == 4:
+        N, L, D, S = shape
+        qs, ks, vs = (N, L, D), (N, S, D), (N, S, D + 1)
+    else:
+        qs, ks, vs = shape, (shape[0] + 3, shape[1]), (shape[0] + 3, 2)
+    q, k, v = (rng.standard_normal(s) for s in (qs, ks, vs))
+    q = np.asfortranarray(q)                                        # any memory order
+    gy = rng.standard_normal(qs[:-1] + vs[-1:])
+    y_ref, c_ref = sdpa_forward(q, k, v, p, True, np.random.default_rng(5))
+    y_fast, c_fast = fast_attention.sdpa_forward(q, k, v, p, True, np.random.default_rng(5), block=block)
+    if len(shape) == 6 and block == 2 * 3 * 7 * 7:
+        assert [b for b, _ in c_fast.blocks] == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    for a, b, name in zip(fast_attention.sdpa_backward(gy, c_fast), sdpa_backward(gy, c_ref), "qkv"):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_fast_blocks_change_no_bit_in_float32(rng, monkeypatch):
+    """Blocking only splits the images: float32 values, masks and gradients are bit for bit those of
+    one block."""
+    q, k, v = (rng.standard_normal((5, 3, 7, 4)).astype(np.float32) for _ in range(3))
+    gy = rng.standard_normal((5, 3, 7, 4)).astype(np.float32)
     runs = []
-    for block in (1 << 18, 2 * 3 * 7 * 7):                        # everything at once; 2 images
-        monkeypatch.setattr(attention, "_BLOCK", block)
-        y, cache = attention.sdpa_forward(q, k, v, 0.3, True, np.random.default_rng(1))
-        runs.append((y, attention.sdpa_backward(gy, cache), cache[0]))
-    (y1, g1, tag1), (y2, g2, tag2) = runs
-    assert not isinstance(tag1, str) and tag2 == "blocks"
-    np.testing.assert_allclose(y2, y1, rtol=1e-12, atol=1e-12)
+    for block in (None, 2 * 3 * 7 * 7):
+        y, cache = fast_attention.sdpa_forward(q, k, v, 0.3, True, np.random.default_rng(1), block=block)
+        runs.append((y, fast_attention.sdpa_backward(gy, cache)))
+    (y1, g1), (y2, g2) = runs
+    np.testing.assert_array_equal(y2, y1)
     for a, b in zip(g2, g1):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_float32_close_to_reference(rng):
+    q, k, v = (rng.standard_normal((3, 2, 33, 16)).astype(np.float32) for _ in range(3))
+    gy = rng.standard_normal((3, 2, 33, 16)).astype(np.float32)
+    y_ref, c_ref = sdpa_forward(q, k, v, 0.2, True, np.random.default_rng(2))
+    y_fast, c_fast = fast_attention.sdpa_forward(q, k, v, 0.2, True, np.random.default_rng(2), block=2000)
+    assert y_fast.dtype == np.float32 and len(c_fast.blocks) == 3
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(fast_attention.sdpa_backward(gy, c_fast), sdpa_backward(gy, c_ref)):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_gradcheck_across_blocks_with_dropout(rng, monkeypatch):
+    monkeypatch.setattr(fast_attention, "BLOCK", 2 * 2 * 5 * 4)      # 2 images per block: 2, 1
+    with dispatch.use_mode("fast"):
+        assert dispatch.sdpa(np.zeros(1)).forward is fast_attention.sdpa_forward
+        fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
+        assert gradcheck(fn, _qkv(rng, N=3, H=2), names=["q", "k", "v"])
+
+
+def test_fast_bad_shapes_raise_value_error():
+    with pytest.raises(ValueError, match="do not fit"):
+        fast_attention.sdpa_forward(np.zeros((2, 5, 4)), np.zeros((2, 5, 3)), np.zeros((2, 5, 4)))

@@ -6,6 +6,8 @@ forward and backward ms, GFLOP/s for the GEMM-bound ones beside the sgemm measur
 "x copy" (forward time over a copy of the output into a new array: ~memory passes) for elementwise ones, and,
 when torch is importable, torch's times for the same op and the ratio minicct / torch.
 Inputs have the memory layout they have inside the model (conv outputs are channels-last).
+The layer-norm, attention, activation and cross-entropy rows time the version ``kernels.dispatch``
+picks (device and MINICCT_KERNELS mode), as the model runs them.
 Each kernel runs on the whole batch in one call with all of BLAS's threads, not as a training step
 runs it (micro-batches of 16 per core, one BLAS thread each): conv2's Winograd path (its 16 smaller
 GEMMs and single-threaded transforms) only about matches im2col here, and pays off in the step.
@@ -83,11 +85,13 @@ def _cases(B):
                         bwd=lambda: impl.backward(gy, cache), out=y, torch=torch_build)
         return build
 
-    def unary(shape, ours_fwd, ours_bwd, torch_fn, channels_last=False):
+    def unary(shape, select, torch_fn, channels_last=False):
         def build(xp, rng):
             x = xp.asarray(rng.standard_normal(shape, dtype=f32))
             if channels_last:
                 x = _channels_last(xp, x)
+            impl = select(x)             # what the model runs: dispatch's pick for this device and mode
+            ours_fwd, ours_bwd = impl.forward, impl.backward
             y, cache = ours_fwd(x)
             gy = xp.empty_like(y)       # the upstream gradient has the output's memory order
             gy[...] = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
@@ -104,7 +108,8 @@ def _cases(B):
     def layer_norm(xp, rng):
         x = xp.asarray(rng.standard_normal((B, 64, 128), dtype=f32))
         w, b = xp.ones(128, dtype=f32), xp.zeros(128, dtype=f32)
-        y, cache = K.layer_norm_forward(x, 128, w, b)
+        ln = dispatch.layer_norm(x)
+        y, cache = ln.forward(x, 128, w, b)
         gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
 
         def torch_build(torch, dev):
@@ -112,7 +117,7 @@ def _cases(B):
             fwd = lambda: torch.nn.functional.layer_norm(xt, (128,), wt, bt)
             yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
             return fwd, lambda: torch.autograd.grad(yt, (xt, wt, bt), gyt, retain_graph=True)
-        return dict(fwd=lambda: K.layer_norm_forward(x, 128, w, b), bwd=lambda: K.layer_norm_backward(gy, cache),
+        return dict(fwd=lambda: ln.forward(x, 128, w, b), bwd=lambda: ln.backward(gy, cache),
                     out=y, elementwise=True, torch=torch_build)
 
     def linear(xp, rng):
@@ -132,7 +137,8 @@ def _cases(B):
 
     def attention(xp, rng):
         q, k, v = (xp.asarray(rng.standard_normal((B, 2, 64, 64), dtype=f32)) for _ in range(3))
-        y, cache = K.sdpa_forward(q, k, v)
+        sdpa = dispatch.sdpa(q)
+        y, cache = sdpa.forward(q, k, v)
         gy = xp.asarray(rng.standard_normal(y.shape, dtype=f32))
         flops = 4.0 * B * 2 * 64 * 64 * 64
 
@@ -141,13 +147,14 @@ def _cases(B):
             fwd = lambda: torch.softmax(qt @ kt.transpose(-2, -1) * 64 ** -0.5, -1) @ vt
             yt, gyt = fwd(), torch.tensor(_np(gy), device=dev)
             return fwd, lambda: torch.autograd.grad(yt, (qt, kt, vt), gyt, retain_graph=True)
-        return dict(fwd=lambda: K.sdpa_forward(q, k, v), bwd=lambda: K.sdpa_backward(gy, cache), out=y,
+        return dict(fwd=lambda: sdpa.forward(q, k, v), bwd=lambda: sdpa.backward(gy, cache), out=y,
                     flops=(flops, 2 * flops), torch=torch_build)
 
     def cross_entropy(xp, rng):
         z = xp.asarray(rng.standard_normal((B, 10), dtype=f32))
         t = xp.asarray(rng.integers(0, 10, B))
-        loss, cache = K.cross_entropy_forward(z, t, 0.1)
+        xent = dispatch.cross_entropy(z)
+        loss, cache = xent.forward(z, t, 0.1)
         gy = xp.asarray(np.float32(1.0))
 
         def torch_build(torch, dev):
@@ -156,12 +163,12 @@ def _cases(B):
             fwd = lambda: torch.nn.functional.cross_entropy(zt, tt, label_smoothing=0.1)
             lt = fwd()
             return fwd, lambda: torch.autograd.grad(lt, (zt,), retain_graph=True)
-        return dict(fwd=lambda: K.cross_entropy_forward(z, t, 0.1), bwd=lambda: K.cross_entropy_backward(gy, cache),
+        return dict(fwd=lambda: xent.forward(z, t, 0.1), bwd=lambda: xent.backward(gy, cache),
                     out=None, torch=torch_build)
 
     return {
         "conv1": ("x (B,3,32,32) w (64,3,3,3) s1 p1", conv(3, 64, 32, False)),
-        "relu1": ("(B,64,32,32) channels-last", unary((B, 64, 32, 32), K.relu_forward, K.relu_backward,
+        "relu1": ("(B,64,32,32) channels-last", unary((B, 64, 32, 32), dispatch.relu,
                                                       lambda torch, x: torch.relu(x), channels_last=True)),
         "pool1": ("(B,64,32,32) k3 s2 p1", pool(64, 32)),
         "conv2": ("x (B,64,16,16) w (128,64,3,3) s1 p1", conv(64, 128, 16, True)),
@@ -169,9 +176,9 @@ def _cases(B):
         "layer_norm": ("(B,64,128) over 128", layer_norm),
         "linear_qkv": ("(B,64,128) @ (384,128).T", linear),
         "attention": ("q,k,v (B,2,64,64)", attention),
-        "softmax": ("(B,2,64,64) last axis", unary((B, 2, 64, 64), K.softmax_forward, K.softmax_backward,
+        "softmax": ("(B,2,64,64) last axis", unary((B, 2, 64, 64), dispatch.softmax,
                                                    lambda torch, x: torch.softmax(x, -1))),
-        "gelu": ("(B,64,128) exact (erf)", unary((B, 64, 128), K.gelu_forward, K.gelu_backward,
+        "gelu": ("(B,64,128) exact (erf)", unary((B, 64, 128), dispatch.gelu,
                                                  lambda torch, x: torch.nn.functional.gelu(x))),
         "cross_entropy": ("(B,10) labels, smoothing 0.1", cross_entropy),
     }

@@ -15,10 +15,13 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     attention.py   scaled dot-product attention (one fused backward)
     loss.py        cross_entropy (class indices or soft targets, label smoothing)
     linear.py      linear (PyTorch's (out, in) weight layout)
-    fast/          NumPy fast versions of conv2d (flat-buffer im2col; Winograd F(2x2, 3x3) for 3x3)
-                   and max_pool2d (keeps the memory order); dispatch.py picks them
-    cuda.py        CuPy-only fused kernels (gelu, max_pool2d, layer_norm), chosen automatically
-                   for CuPy arrays; each ``*_xp`` function is the portable twin they are tested against
+    adamw.py       the AdamW update (in place; optim.AdamW calls it)
+
+Those are the references, the versions the lessons build. Fast versions sit beside them with the
+same signatures, tested against them: ``fast/`` (NumPy: conv2d by flat-buffer im2col and by
+Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention) and ``cuda/`` (CuPy
+kernels: gelu, max_pool2d, layer_norm, the AdamW update). ``dispatch.py`` alone picks one per call,
+by device and ``MINICCT_KERNELS=reference|fast``.
 """
 from minicct.kernels.conv import conv2d_forward, conv2d_backward, conv_output_size
 from minicct.kernels.pool import max_pool2d_forward, max_pool2d_backward

@@ -1,13 +1,17 @@
-"""Elementwise activations and the softmax family, forward and backward on raw arrays.
+"""Elementwise activations and the softmax family, forward and backward on raw arrays: the references.
 
 relu, gelu (exact, through an erf written here: NumPy has none), softmax and log_softmax along
-an axis (stable: the row maximum is subtracted first, so exp never overflows).
+an axis (stable: the row maximum is subtracted first, so exp never overflows). Lesson 09 builds
+erf and GELU; its backward computes the derivative from the saved input.
+
+Fast GELUs beside it: ``kernels/fast/gelu.py`` (NumPy, cache-blocked, keeps the derivative from
+the forward) and ``kernels/cuda/gelu.py`` (one fused CuPy kernel each way); ``kernels/dispatch.py``
+picks.
 """
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import NamedTuple
 
 from minicct.backend import get_array_module
 
@@ -19,7 +23,7 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _erfc_tail(a):
+def erfc_tail(a):
     """For a = |x| >= 0: (q, e) with q = erfc(a) = 1 - erf(a), and e = exp(-a^2) as a by-product."""
     xp = get_array_module(a)
     t = a * _P
@@ -39,7 +43,7 @@ def _erfc_tail(a):
 def erf(x):
     """The error function, elementwise; x: any shape, float32 or float64 (|error| <= 1.5e-7)."""
     xp = get_array_module(x)
-    q, _ = _erfc_tail(xp.abs(x))
+    q, _ = erfc_tail(xp.abs(x))
     xp.subtract(1.0, q, out=q)
     return xp.copysign(q, x, out=q)
 
@@ -58,109 +62,47 @@ def relu_backward(gy, y):
 
 
 # ---- gelu ------------------------------------------------------------------------------------------
+_K = math.sqrt(2.0 / math.pi)
+_C = 0.044715
+
+
+class GeluCache(NamedTuple):
+    x: object               # the input: backward computes the derivative from it
+    approximate: str        # 'none' (through erf) or 'tanh'
+
+
+def check_approximate(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
 def gelu_forward(x, approximate="none"):
     """x: any shape -> y = x * Phi(x), Phi the standard normal CDF = 0.5 (1 + erf(x / sqrt 2)).
 
     approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as PyTorch's option.
-    On CuPy this runs as one fused kernel (``kernels.cuda``); elsewhere ``gelu_forward_xp``.
     """
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    if get_array_module(x) is not np:
-        from minicct.kernels import cuda
-        return cuda.gelu_forward(x, approximate)
-    return gelu_forward_xp(x, approximate)
+    check_approximate(approximate)
+    xp = get_array_module(x)
+    if approximate == "tanh":
+        y = 0.5 * x * (1.0 + xp.tanh(_K * (x + _C * x ** 3)))
+    else:
+        y = x * (0.5 * (1.0 + erf(x * _SQRT_HALF)))
+    return y, GeluCache(x, approximate)
 
 
 def gelu_backward(gy, cache):
-    """gy: shape of x -> gx = gy * (Phi(x) + x phi(x)), phi the standard normal density."""
-    if cache[0] == "cuda":
-        from minicct.kernels import cuda
-        return cuda.gelu_backward(gy, cache)
-    return gelu_backward_xp(gy, cache)
-
-
-_BLOCK = 1 << 15   # elements per block: a block's few temporaries stay in the L2 cache
-
-
-def gelu_forward_xp(x, approximate="none"):
-    """The portable GELU (any array module): about 20 elementwise steps, each in place.
-
-    On NumPy the steps run block by block, so the ~20 passes read and write the cache, not memory
-    (memory sees about 4 passes: x in, y, cdf and e out); this roughly halves the time.
-    """
-    xp = get_array_module(x)
+    """gy: shape of x -> gx = gy * (Phi(x) + x phi(x)), phi the standard normal density
+    (tanh form: the derivative of 0.5 x (1 + tanh(g)), g' = sqrt(2/pi) (1 + 3 * 0.044715 x^2))."""
+    xp = get_array_module(gy)
+    x, approximate = cache
     if approximate == "tanh":
-        return _gelu_tanh_forward(x)
-    if xp is not np or x.size <= _BLOCK:
-        return _gelu_erf(x)
-    xf = np.ascontiguousarray(x).reshape(-1)
-    y, d = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-    yf, df = y.reshape(-1), d.reshape(-1)
-    for s in range(0, xf.size, _BLOCK):
-        b = slice(s, s + _BLOCK)
-        yf[b], (_, df[b]) = _gelu_erf(xf[b])
-    return y, ("none", d)
-
-
-def _gelu_erf(x):
-    """x * Phi(x) through erf, on one array (or block); returns y and the cache for backward.
-
-    The cache is the derivative d = Phi(x) + x phi(x) itself, computed here while its pieces are
-    at hand (in the cache, on NumPy): backward is then one product, and one array is kept instead
-    of x, Phi(x) and exp(-x^2/2) (an MLP's widest activation, three times over).
-    """
-    xp = get_array_module(x)
-    u = xp.abs(x)
-    u *= _SQRT_HALF
-    q, e = _erfc_tail(u)           # q = erfc(|x|/sqrt2), e = exp(-x^2/2)
-    xp.subtract(0.5, q * 0.5, out=q)  # 0.5 - Phi(-|x|) = |Phi(x) - 0.5|
-    cdf = xp.copysign(q, x, out=q)     # branch-free sign flip (where() is ~10x slower here)
-    cdf += 0.5                         # Phi(x)
-    y = x * cdf
-    e *= x
-    e *= _INV_SQRT_2PI             # x phi(x), with phi(x) = exp(-x^2/2) / sqrt(2 pi)
-    e += cdf                       # d = Phi(x) + x phi(x)
-    return y, ("none", e)
-
-
-def gelu_backward_xp(gy, cache):
-    """The portable GELU backward, from what gelu_forward_xp saved: gx = gy * d, one pass."""
-    if cache[0] == "tanh":
-        return _gelu_tanh_backward(gy, cache)
-    return gy * cache[1]
-
-
-_K = math.sqrt(2.0 / math.pi)
-
-
-def _gelu_tanh_forward(x):
-    xp = get_array_module(x)
-    inner = x * x
-    inner *= 0.044715 * _K
-    inner += _K
-    inner *= x                     # sqrt(2/pi) (x + 0.044715 x^3)
-    th = xp.tanh(inner, out=inner)
-    y = th + 1.0
-    y *= x
-    y *= 0.5
-    return y, ("tanh", x, th)
-
-
-def _gelu_tanh_backward(gy, cache):
-    # d/dx 0.5 x (1 + tanh(g)) = 0.5 (1 + tanh g) + 0.5 x (1 - tanh^2 g) g',  g' = K (1 + 3 c x^2)
-    _, x, th = cache
-    dg = x * x
-    dg *= 3 * 0.044715 * _K
-    dg += _K
-    sech2 = 1.0 - th * th
-    d = x * sech2
-    d *= dg
-    d += th
-    d += 1.0
-    d *= 0.5
-    d *= gy
-    return d
+        th = xp.tanh(_K * (x + _C * x ** 3))
+        d = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * _K * (1.0 + 3 * _C * x * x)
+    else:
+        cdf = 0.5 * (1.0 + erf(x * _SQRT_HALF))
+        pdf = xp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+        d = cdf + x * pdf
+    return gy * d
 
 
 # ---- softmax family ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ device checks inside kernels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Callable, NamedTuple
 
@@ -91,21 +92,32 @@ def fast_gpu(x):
 # One selector per op: (arrays and static arguments) -> Impl. Imports are at the top of the
 # selectors' module level below, so a selector is only a few comparisons.
 from minicct.kernels import (conv as _conv, pool as _pool, norm as _norm, activation as _act,   # noqa: E402
-                             attention as _attn, dropout as _drop, loss as _loss, linear as _lin)
+                             attention as _attn, dropout as _drop, loss as _loss, linear as _lin,
+                             adamw as _adamw)
 from minicct.kernels.fast import (conv_im2col as _conv_im2col, winograd as _winograd,   # noqa: E402
-                                  pool as _pool_fast)
+                                  pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast)
+from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool as _pool_cuda,   # noqa: E402
+                                  adamw as _adamw_cuda)
 
 _CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
 _CONV_IM2COL = Impl("conv2d_im2col_flat", _conv_im2col.conv2d_forward, _conv_im2col.conv2d_backward)
 _CONV_WINOGRAD = Impl("conv2d_winograd", _winograd.conv2d_forward, _winograd.conv2d_backward)
 _POOL = Impl("max_pool2d", _pool.max_pool2d_forward, _pool.max_pool2d_backward)
 _POOL_FAST = Impl("max_pool2d_fast", _pool_fast.max_pool2d_forward, _pool_fast.max_pool2d_backward)
+_POOL_CUDA = Impl("max_pool2d_cuda", _pool_cuda.max_pool2d_forward, _pool_cuda.max_pool2d_backward)
 _NORM = Impl("layer_norm", _norm.layer_norm_forward, _norm.layer_norm_backward)
+_NORM_CUDA = Impl("layer_norm_cuda", _norm_cuda.layer_norm_forward, _norm_cuda.layer_norm_backward)
 _GELU = Impl("gelu", _act.gelu_forward, _act.gelu_backward)
+_GELU_FAST = Impl("gelu_fast", _gelu_fast.gelu_forward, _gelu_fast.gelu_backward)
+_GELU_CUDA = Impl("gelu_cuda", _gelu_cuda.gelu_forward, _gelu_cuda.gelu_backward)
 _RELU = Impl("relu", _act.relu_forward, _act.relu_backward)
 _SOFTMAX = Impl("softmax", _act.softmax_forward, _act.softmax_backward)
 _LOG_SOFTMAX = Impl("log_softmax", _act.log_softmax_forward, _act.log_softmax_backward)
 _SDPA = Impl("sdpa", _attn.sdpa_forward, _attn.sdpa_backward)
+_SDPA_FAST = Impl("sdpa_fast", _attn_fast.sdpa_forward, _attn_fast.sdpa_backward)
+# On a GPU: the folded math in one block (one kernel per pass over all the scores).
+_SDPA_FAST_GPU = Impl("sdpa_fast_one_block", functools.partial(_attn_fast.sdpa_forward, block=None),
+                      _attn_fast.sdpa_backward)
 _DROPOUT = Impl("dropout", _drop.dropout_forward, _drop.dropout_backward)
 _DROP_PATH = Impl("drop_path", _drop.drop_path_forward, _drop.drop_path_backward)
 _XENT = Impl("cross_entropy", _loss.cross_entropy_forward, _loss.cross_entropy_backward)
@@ -129,34 +141,40 @@ def conv2d(x, w, stride, padding):
 
 
 def max_pool2d(x):
+    if fast_gpu(x):
+        return _POOL_CUDA
     if fast(x):
         return _POOL_FAST
-    # GPU: see kern-b (fast mode on CuPy: the fused kernel of kernels/cuda goes here)
     return _POOL
 
 
 def layer_norm(x):
-    return _NORM
+    # On NumPy the reference is the fast one: blocking its rows measured x1.00 in the training step.
+    return _NORM_CUDA if fast_gpu(x) else _NORM
 
 
 def gelu(x, approximate="none"):
-    return _GELU
+    if fast_gpu(x):
+        return _GELU_CUDA
+    return _GELU_FAST if fast(x) else _GELU
 
 
 def relu(x):
-    return _RELU
+    return _RELU            # reference everywhere: one maximum and one product already
 
 
 def softmax(x):
-    return _SOFTMAX
+    return _SOFTMAX         # reference everywhere (attention has its own fused softmax)
 
 
 def log_softmax(x):
-    return _LOG_SOFTMAX
+    return _LOG_SOFTMAX     # reference everywhere
 
 
 def sdpa(q):
-    return _SDPA
+    if _mode == "reference":
+        return _SDPA
+    return _SDPA_FAST_GPU if on_gpu(q) else _SDPA_FAST
 
 
 def dropout(x):
@@ -168,7 +186,12 @@ def drop_path(x):
 
 
 def cross_entropy(logits):
-    return _XENT
+    return _XENT            # reference everywhere: one log-softmax and one product
+
+
+def adamw_update(p):
+    """The AdamW update for parameters p (not a forward/backward pair: one in-place function)."""
+    return _adamw_cuda.adamw_update_ if fast_gpu(p) else _adamw.adamw_update_
 
 
 def linear(x):

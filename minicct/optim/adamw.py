@@ -17,11 +17,10 @@ kernel on CuPy) instead of a Python loop over ~50 tensors.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from minicct import backend
+from minicct.kernels import dispatch
 
 
 # ---- the update, on raw arrays ------------------------------------------------------------------
@@ -29,44 +28,11 @@ def adamw_update_(p, g, m, v, *, lr, weight_decay, beta1, beta2, eps, step):
     """One AdamW step, in place on ``p``, ``m`` and ``v`` (all the same shape; NumPy or CuPy).
 
     p: parameters, g: their gradient, m/v: first/second moment estimates, step: t >= 1.
+    The formulas above, in array code, are ``kernels/adamw.py``; on a GPU one fused CuPy kernel
+    (``kernels/cuda/adamw.py``) does the same. ``kernels.dispatch`` picks.
     """
-    bias1 = 1.0 - beta1 ** step
-    bias2 = 1.0 - beta2 ** step
-    if weight_decay:
-        p *= 1.0 - lr * weight_decay
-    if backend.is_gpu_array(p):
-        _adamw_cupy_kernel()(g, lr / bias1, 1.0 / math.sqrt(bias2), beta1, beta2, eps, p, m, v)
-        return
-    xp = backend.get_array_module(p)
-    m *= beta1
-    m += (1.0 - beta1) * g
-    v *= beta2
-    v += (1.0 - beta2) * (g * g)
-    denom = xp.sqrt(v)
-    denom *= 1.0 / math.sqrt(bias2)
-    denom += eps
-    p -= (lr / bias1) * (m / denom)
-
-
-_cupy_kernel = None
-
-
-def _adamw_cupy_kernel():
-    """The moment updates and the step as one CuPy kernel (one pass over memory instead of ~10).
-    Same arithmetic as the NumPy lines above; tests compare the two on a GPU."""
-    global _cupy_kernel
-    if _cupy_kernel is None:
-        import cupy
-        _cupy_kernel = cupy.ElementwiseKernel(
-            "T g, float64 step_size, float64 inv_sqrt_bias2, float64 beta1, float64 beta2, float64 eps",
-            "T p, T m, T v",
-            """
-            m = (T)beta1 * m + (T)(1.0 - beta1) * g;
-            v = (T)beta2 * v + (T)(1.0 - beta2) * (g * g);
-            p -= (T)step_size * (m / (sqrt(v) * (T)inv_sqrt_bias2 + (T)eps));
-            """,
-            "minicct_adamw")
-    return _cupy_kernel
+    dispatch.adamw_update(p)(p, g, m, v, lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2,
+                             eps=eps, step=step)
 
 
 # ---- the optimizer ------------------------------------------------------------------------------

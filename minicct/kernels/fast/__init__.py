@@ -13,4 +13,9 @@ They are never imported by the references; ``kernels/dispatch.py`` alone picks t
                      2.25x fewer multiplies (CCT's 64 -> 128 conv).
     pool.py          max_pool2d keeping the input's memory order (the convs' (H, W, N, C)), with no
                      padded copy and a branch-free argmax.
+    gelu.py          gelu: the derivative computed in the forward and kept (backward is one
+                     product), big arrays in cache-sized blocks.
+    attention.py     scaled dot-product attention: the score scale and dropout's 1 / (1 - p)
+                     folded off the (L, S) arrays, in-place passes, images in cache-sized blocks
+                     (one block on CuPy).
 """
