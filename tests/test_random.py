@@ -134,3 +134,49 @@ def test_cupy_seeded_once_per_manual_seed_from_the_seed():
     mr.manual_seed(7)
     mr.device_random(xp)
     assert len(xp.seeds) == 3 and xp.seeds[0] == xp.seeds[1] != xp.seeds[2]
+
+
+# ---- dropout masks in the parallel step ------------------------------------------------------------
+class MaskSpy(minicct.nn.Module):
+    """y = dropout(x * w): records, for every piece of a step, its sample ids and its dropout mask.
+    Sample i of the batch is the row filled with i + 1, so a piece's ids are its first column."""
+    def __init__(self, d):
+        super().__init__()
+        self.w = minicct.nn.Parameter(np.ones(d, np.float32))
+        self.seen = []
+
+    def forward(self, x):
+        y = minicct.functional.dropout(x * self.w, 0.5, True)
+        self.seen.append((tuple(x.numpy()[:, 0].astype(int)), y.numpy() != 0))   # list.append: thread-safe
+        return y
+
+
+def parallel_masks(seed, steps=2, n=8, d=64, threads=2, micro_batch=2):
+    """[{piece's sample ids: its mask} per step] of ``steps`` parallel steps after manual_seed(seed)."""
+    from minicct import parallel
+    mr.manual_seed(seed)
+    model = MaskSpy(d)
+    x = np.repeat(np.arange(1, n + 1, dtype=np.float32)[:, None], d, axis=1)
+    out = []
+    for _ in range(steps):
+        model.seen = []
+        parallel.forward_backward(model, lambda y, t: (y * y).mean(), x, np.zeros(n),
+                                  threads=threads, micro_batch=micro_batch)
+        out.append(dict(model.seen))
+    return out
+
+
+def test_parallel_step_masks_differ_by_step_and_piece_but_repeat_by_seed():
+    for threads in (1, 2):
+        first = parallel_masks(3, threads=threads)
+        again = parallel_masks(3, threads=threads)
+        pieces = list(first[0])
+        assert len(pieces) == 4 and all(set(s) == set(pieces) for s in first + again)
+        for a, b in zip(first, again):            # two runs from one seed: the same masks
+            for p in pieces:
+                np.testing.assert_array_equal(a[p], b[p])
+        for p in pieces:                          # the next step draws new masks for every piece
+            assert not np.array_equal(first[0][p], first[1][p]), (threads, p)
+        masks = [first[0][p] for p in pieces]     # and the pieces of one step differ from each other
+        assert all(not np.array_equal(masks[0], m) for m in masks[1:]), threads
+        assert not np.array_equal(parallel_masks(4, threads=threads)[0][pieces[0]], first[0][pieces[0]])
