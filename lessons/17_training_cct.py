@@ -56,9 +56,7 @@ OUT.mkdir(exist_ok=True)
 # Ctrl-C ends the lesson with one line instead of a KeyboardInterrupt traceback.
 signal.signal(signal.SIGINT, lambda *_: (print("\nlesson 17: interrupted", file=sys.stderr), sys.exit(130)))
 t_start = time.time()
-minicct.kernels.manual_seed(0)            # dropout and drop-path draw from this generator
-minicct.nn.init.manual_seed(0)            # and weight initialisation from this one
-np.random.seed(0)
+minicct.manual_seed(0)                    # initialisation, dropout and drop-path (see minicct.random)
 
 # --------------------------------------------------------------------------------------------------
 print("1. Data and model")

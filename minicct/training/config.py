@@ -163,6 +163,8 @@ def parse_args(argv=None, checkpoint_args=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.workers < 0:
         parser.error("--workers cannot be negative")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
     try:
         args.model_kwargs = parse_kwargs(args.model_kwargs)
     except ValueError as e:

@@ -22,15 +22,14 @@ generators the model draws from (initialisation, dropout, drop-path) are saved a
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import random
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+import minicct.random
 from minicct import backend
 from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
 from minicct.training.checkpoint import load_checkpoint, save_checkpoint
@@ -88,53 +87,6 @@ def resume_path(resume, output, dataset, model) -> Path:
         return found
     path = Path(resume)
     return path / "last.npz" if path.is_dir() else path
-
-
-# ---- random generators ------------------------------------------------------------------------------
-def _generators():
-    """Every numpy Generator the model draws from during training, by name (those that exist)."""
-    gens = {}
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.nn import init
-        gens["init"] = init.get_generator()
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.kernels import dropout
-        # dropout/drop-path masks (CPU); the module keeps its generator in _rng until it offers a getter
-        gens["dropout"] = dropout.get_generator() if hasattr(dropout, "get_generator") else dropout._rng
-    return gens
-
-
-def seed_everything(seed):
-    """Seed initialisation, dropout/drop-path, and NumPy's and Python's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.nn import init
-        init.manual_seed(seed)
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.kernels import dropout
-        dropout.manual_seed(seed + 1)
-
-
-def rng_state() -> dict:
-    """The state of every generator, as plain data (for a checkpoint)."""
-    state = {name: g.bit_generator.state for name, g in _generators().items()}
-    state["numpy_global"] = np.random.get_state(legacy=False)
-    version, internal, gauss = random.getstate()
-    state["python"] = {"version": version, "internal": list(internal), "gauss": gauss}
-    return state
-
-
-def set_rng_state(state: dict):
-    """Put every generator back where ``rng_state()`` found it (in place: the objects stay the same)."""
-    for name, g in _generators().items():
-        if name in state:
-            g.bit_generator.state = state[name]
-    if "numpy_global" in state:
-        np.random.set_state(state["numpy_global"])
-    if "python" in state:
-        p = state["python"]
-        random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
 
 # ---- one epoch --------------------------------------------------------------------------------------
@@ -280,7 +232,7 @@ class Trainer:
         self.checkpoint_last = self.output / "last.npz"
         self.checkpoint_best = self.output / "best.npz"
 
-        seed_everything(args.seed)
+        minicct.random.manual_seed(args.seed)
         self.train_set, self.test_set = self._datasets()
         self.model = self._model()
         groups = param_groups_weight_decay(self.model, args.weight_decay)
@@ -351,7 +303,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loader": self.train_loader.state_dict(),
-            "rng": rng_state(),
+            "rng": minicct.random.get_state(),
             "metrics": metrics,
             "best": self.best,
             "history": self.history,
@@ -374,7 +326,7 @@ class Trainer:
         self.start_epoch = int(ckpt["epoch"])
         self.scheduler.step(self.start_epoch)  # the schedule's position is the epoch
         self.train_loader.load_state_dict(ckpt["loader"])
-        set_rng_state(ckpt["rng"])
+        minicct.random.set_state(ckpt["rng"])
         self.history = list(ckpt.get("history") or [])
         self.best = ckpt.get("best")
         self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
