@@ -28,9 +28,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-
-class DatasetError(RuntimeError):
-    """The data could not be found, fetched or read. The message says where and how to fix it."""
+from minicct.errors import DatasetError  # the one definition; raised from here
 
 
 @dataclass

@@ -41,6 +41,7 @@ import numpy as np
 
 from minicct import backend
 from minicct.autograd.tensor import Tensor
+from minicct.errors import CheckpointError  # the one definition; raised from here
 from minicct.nn.module import Module, StateDictError
 
 POS_KEY = "classifier.positional_emb"
@@ -53,10 +54,6 @@ STORAGE_DTYPES = {
     "BoolStorage": np.bool_,
 }
 _STORAGE_FOR_DTYPE = {np.dtype(v): k for k, v in STORAGE_DTYPES.items() if v != "bfloat16"}
-
-
-class CheckpointError(ValueError):
-    """The file is not a checkpoint this module can read, or it holds something it refuses."""
 
 
 # =================================================================================================

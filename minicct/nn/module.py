@@ -27,6 +27,7 @@ import numpy as np
 
 from minicct import backend
 from minicct.autograd.tensor import Tensor
+from minicct.errors import StateDictError  # the one definition; raised from here
 
 
 class Parameter(Tensor):
@@ -41,10 +42,6 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
-
-
-class StateDictError(RuntimeError):
-    """``load_state_dict`` found keys or shapes that do not fit the model (all of them listed)."""
 
 
 LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])

@@ -22,14 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from minicct import backend
+from minicct.errors import CheckpointError  # the one definition; raised from here
 
 FORMAT = "minicct-checkpoint"
 VERSION = 1
 _TREE_KEY = "__tree__"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not a minicct checkpoint. The message says which file."""
 
 
 def _split(tree, arrays, path):
