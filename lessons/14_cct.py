@@ -113,7 +113,8 @@ assert logits.shape == (2, 10) and np.isfinite(logits).all()
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. minicct's CCT and its counters")
-# models.count_params and models.count_macs (shape arithmetic only, nothing is run). minicct also
+# models.count_params, and models.count_macs, which runs one forward pass on one blank image and
+# counts each product as it happens (no shape arithmetic of its own to keep in step). minicct also
 # counts 5 MACs per LayerNorm element (the fvcore convention behind the paper's numbers), which is
 # the whole difference from our count; models.PAPER_TABLE_11 holds the paper's numbers.
 from minicct import Tensor
