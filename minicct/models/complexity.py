@@ -2,7 +2,7 @@
 
 ``count_macs`` runs one forward pass on a single blank image (eval mode, no graph) and watches every
 operation it applies (``minicct.autograd.function.observe``); each one that multiplies is counted
-from the shapes of its arrays, by the rules in ``MAC_RULES``. So the count is of what the model
+from the shapes of its arrays, by the rules of ``mac_rules()``. So the count is of what the model
 really computes: no layer repeats its forward's shape arithmetic to answer it. What is counted, per
 image:
 
