@@ -19,7 +19,7 @@ Run it:  python lessons/12_vit_lite.py
 import numpy as np
 
 import minicct
-import scratch  # lessons/scratch.py: the from-scratch NumPy model of lessons 06-11
+import scratch  # lessons/scratch.py: the from-scratch model of lessons 10-11, on minicct's kernels
 
 rng = np.random.default_rng(0)
 
