@@ -153,7 +153,7 @@ other.load_state_dict(mini.state_dict())
 assert other.fc1.weight is held and np.array_equal(held.data, mini.fc1.weight.data)
 mini.eval(), other.eval()
 assert np.array_equal(other(x), mini(x))
-bad = mini.state_dict()
+bad = MiniMLP().state_dict()                  # other weights, so a half-done load would show
 bad["fc2.bias"] = np.zeros(4)
 del bad["fc1.bias"]
 before = other.state_dict()
