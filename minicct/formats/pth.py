@@ -126,8 +126,6 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data
 
 
-
-
 # (module, name) → what the restricted unpickler hands back for it. Nothing else is allowed.
 PTH_GLOBALS = {
     ("collections", "OrderedDict"): OrderedDict,
@@ -146,7 +144,6 @@ class _StorageReader:
         self.storages = {}
 
     def __call__(self, pid):
-
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise CheckpointError(f"unknown persistent id in checkpoint: {pid!r}")
         _, storage_type, key, _location, numel = pid
@@ -174,7 +171,6 @@ class _StorageReader:
         if arr.size < numel:
             raise CheckpointError(f"storage {key!r} holds {arr.size} elements, the pickle says {numel}")
         return arr[:numel]
-
 
 
 def _unwrap(obj):
@@ -230,7 +226,6 @@ def read_pth(path):
         return _unwrap(obj)
     except RecursionError:  # a pickle can build a list that contains itself
         raise CheckpointError(f"{path} holds a self-referencing structure, not a state_dict") from None
-
 
 
 # =================================================================================================
