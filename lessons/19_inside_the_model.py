@@ -23,8 +23,6 @@ import zipfile
 import subprocess
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 from PIL import Image, ImageDraw
 

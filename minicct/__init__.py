@@ -9,6 +9,7 @@ gradcheck) → ``kernels`` (forward/backward pairs on raw arrays) → ``function
 differentiable functions) → ``nn`` (modules) → ``models`` (ViT-Lite, CVT, CCT) → ``optim``,
 ``data`` → ``train`` / ``evaluate`` / ``predict`` / ``bench`` (the commands).
 """
+from minicct.errors import MinicctError
 from minicct.backend import DeviceError, default_device, gpu_available, get_array_module
 from minicct.autograd import (Tensor, Function, Context, no_grad, is_grad_enabled, set_grad_enabled,
                               concatenate, stack, gradcheck, GradcheckError)
@@ -48,6 +49,7 @@ def manual_seed(seed: int) -> None:
 def __getattr__(name):
     # The layers above the engine load on first use, so `import minicct` stays light.
     import importlib
-    if name in ("functional", "nn", "models", "optim", "data", "kernels", "parallel", "random"):
+    if name in ("functional", "nn", "models", "optim", "data", "kernels", "parallel", "random",
+                "formats"):
         return importlib.import_module(f"minicct.{name}")
     raise AttributeError(f"module 'minicct' has no attribute {name!r}")

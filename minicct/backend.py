@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from minicct.errors import DeviceError  # the one definition; raised from here
+
 DEVICES = ("cpu", "gpu")
 
 CUPY_INSTALL_HINT = (
@@ -22,10 +24,6 @@ CUPY_INSTALL_HINT = (
     "`pip install cupy-cuda12x` (CUDA 12) or `pip install cupy-cuda13x` (CUDA 13); see "
     "requirements-gpu.txt. Without a GPU, use device='cpu'."
 )
-
-
-class DeviceError(RuntimeError):
-    """A tensor is on the wrong device, or the GPU cannot be used."""
 
 
 _cupy = None  # the imported module once a GPU has been asked for

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-
-class RunError(RuntimeError):
-    """A problem with the run's set-up that the user can fix; the message says how."""
+from minicct.errors import RunError  # the one definition (minicct.errors)
 
 
 class NonFiniteLoss(RunError):
