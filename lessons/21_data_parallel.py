@@ -18,11 +18,7 @@ What it builds on
 
 Run it:  python lessons/21_data_parallel.py      (a few seconds)
 """
-import pathlib
-import sys
 from concurrent.futures import ThreadPoolExecutor
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 
