@@ -58,7 +58,10 @@ def checked(kind, test, need, example):
 
     need: what the value must be ("above 0"); example: a good value, shown as the fix."""
     def parse(value):
-        x = _number(kind, value)
+        try:
+            x = _number(kind, value)
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{e} (e.g. {example})") from None
         if not test(x):
             raise argparse.ArgumentTypeError(f"{value} must be {need} (e.g. {example})")
         return x

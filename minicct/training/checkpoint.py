@@ -94,8 +94,14 @@ def save_checkpoint(path, tree: dict) -> Path:
 def load_checkpoint(path) -> dict:
     """Read a checkpoint written by ``save_checkpoint``: the same tree, arrays as NumPy arrays."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint: give a file in it, e.g. "
+                              f"{str(path / 'best.npz')!r}")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}")
+    if not zipfile.is_zipfile(path):   # NumPy would read a text file as a pickle and suggest allow_pickle
+        raise CheckpointError(f"{str(path)!r} is not a minicct checkpoint (not an .npz archive): give a "
+                              f"last.npz or best.npz written by python -m minicct.train")
     try:
         with np.load(path, allow_pickle=False) as f:
             if _TREE_KEY not in f.files:

@@ -75,7 +75,7 @@ DATASETS = ("cifar10", "cifar100", "shapes")
 
 EXAMPLES = """examples:
   python -m minicct.train cifar10                       # the paper's recipe: 310 epochs (~18 h on 2 CPU cores)
-  python -m minicct.train cifar10 --preset fast-cpu     # ~80% in 30 minutes on 2 CPU cores
+  python -m minicct.train cifar10 --preset fast-cpu     # 78-80% in 30 minutes on 2 CPU cores
   python -m minicct.train cifar10 --epochs 30           # the recipe, shortened: warm-up/cooldown scaled to 1
   python -m minicct.train shapes                        # offline synthetic data, about a minute on a CPU
   python -m minicct.train path/to/folder --img-size 64  # your own ImageFolder data
@@ -91,14 +91,14 @@ def build_parser() -> ArgumentParser:
     defaults live in DEFAULTS (shown once in the help)."""
     p = ArgumentParser(prog="python -m minicct.train", argument_default=argparse.SUPPRESS,
                        description="Train a Compact Transformer (CCT / CVT / ViT-Lite). With no flags: the "
-                                   "paper's CIFAR-10 recipe for cct_2_3x2_32 (310 epochs).",
+                                   "paper's CIFAR-10\nrecipe for cct_2_3x2_32 (310 epochs).",
                        epilog=EXAMPLES + "presets (--preset): " + ", ".join(PRESETS))
 
     def add(group, *names, help, **kw):
         dest = kw.get("dest") or names[0].lstrip("-").replace("-", "_")
         default = DEFAULTS[dest]
-        if default not in (None, False, []):
-            help += f" (default: {default})"
+        if default not in (None, False, []):   # shown once, here (help strings never repeat it)
+            help += f" (default: {default:g})" if isinstance(default, float) else f" (default: {default})"
         group.add_argument(*names, help=help, **kw)
 
     add(p, "dataset", nargs="?", help="'cifar10', 'cifar100', 'shapes', or an ImageFolder root (train/<class>/*, "
