@@ -81,12 +81,48 @@ def test_help_documents_every_flag():
         assert flag in out, flag
 
 
+def test_short_epochs_scale_the_recipe_and_say_so():
+    """--epochs 1 alone used to run 11 epochs (10 of them warming up at 1e-5)."""
+    c = parse_args(["cifar10", "--epochs", "1"])
+    s = c.schedule
+    assert (s.epochs, s.warmup_epochs, s.cooldown_epochs, s.total_epochs) == (1, 0, 0, 1)
+    assert "warm-up 10 -> 0, cooldown 10 -> 0" in c.notes[0] and "--warmup-epochs" in c.notes[0]
+    s = parse_args(["cifar10", "--epochs", "30"]).schedule
+    assert (s.warmup_epochs, s.cooldown_epochs, s.total_epochs) == (1, 1, 31)
+    s = parse_args(["cifar10", "--epochs", "150"]).schedule
+    assert (s.warmup_epochs, s.cooldown_epochs) == (5, 5)
+    s = parse_args(["cifar10", "--epochs", "30", "--warmup-epochs", "3"]).schedule   # given: kept
+    assert (s.warmup_epochs, s.cooldown_epochs) == (3, 1)
+    c = parse_args(["cifar10", "--epochs", "600"])                       # longer: the recipe's own
+    assert (c.schedule.warmup_epochs, c.schedule.cooldown_epochs, c.notes) == (10, 10, ())
+    assert parse_args(["cifar10"]).schedule.total_epochs == 310          # no --epochs: the recipe
+    s = parse_args(["shapes", "--epochs", "3"]).schedule                 # a preset's own warm-up stays
+    assert (s.warmup_epochs, s.cooldown_epochs) == (0, 0)
+    saved = parse_args(["cifar10", "--epochs", "30"]).flags()            # --resume: the saved 1/1 stay
+    s = parse_args(["--resume", "x", "--epochs", "20"], saved=saved).schedule
+    assert (s.epochs, s.warmup_epochs, s.cooldown_epochs) == (20, 1, 1)
+
+
+def test_config_is_frozen_and_time_limit_makes_a_new_one():
+    import dataclasses
+    c = parse_args(["cifar10"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.schedule.epochs = 3
+    d = c.with_epochs(12)
+    assert (c.schedule.epochs, d.schedule.epochs, d.schedule.total_epochs, d.optim) == (300, 12, 22, c.optim)
+    assert d.flags()["epochs"] == 12 and c.flags()["epochs"] == 300
+
+
 # ---- a run --------------------------------------------------------------------------------------
 def test_shapes_smoke_run_writes_everything(tmp_path, capsys):
     code, out, err = run(tiny_args(tmp_path, epochs=2), capsys)
     assert code == 0, err
     assert "epoch   0/2" in out and "epoch   1/2" in out and "top-1" in out and "data wait" in out
     assert "to go" in out  # the time estimate after the first epoch
+    # the header: the narrow model's label, every part of the schedule, plurals
+    assert "cct_2_3x2_32-w32 (cct_2_3x2_32 with embedding_dim=32" in out
+    assert "2 epochs (cosine 2 with a warm-up of 1 from lr 1e-05 inside it, then a cooldown of 0" in out
+    assert "6 classes" in out and "0 data workers" in out
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,train_loss,test_loss,test_top1,test_top5") and len(rows) == 3
     from PIL import Image
@@ -218,6 +254,44 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run(tiny_args(tmp_path, epochs=2), capsys)
     assert code == 2 and "--resume auto" in err
+
+
+def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a for a in tiny_args("x", "--stop-epoch", "1", epochs=2) if a not in ("--output", "x")]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    first = Path("runs/shapes-cct_2_3x2_32-w32")
+    assert (first / "last.npz").is_file() and f"output: {first}\n" in out
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    second = Path("runs/shapes-cct_2_3x2_32-w32-2")
+    assert (second / "last.npz").is_file()
+    assert f"output: {second} (a new run: {first} already holds one" in out
+    code, out, err = run(["shapes", *TINY, "--resume", "auto"], capsys)
+    assert code == 0, err
+    assert f"--resume auto: {second / 'last.npz'} (the newest of 2 runs" in out
+    assert ckpt_io.load_checkpoint(second / "last.npz")["epoch"] == 2
+    assert ckpt_io.load_checkpoint(first / "last.npz")["epoch"] == 1
+
+
+def test_resume_remembers_the_data_folder(tmp_path, capsys, monkeypatch):
+    """A CIFAR run from --data-dir (here CIFAR's own folder) resumes with --resume PATH alone, from
+    another working directory."""
+    from test_data_subset import write_cifar10
+    folder = write_cifar10(tmp_path / "data", per_batch=16)
+    argv = ["cifar10", *TINY, "--epochs", "2", "--stop-epoch", "1", "--warmup-epochs", "0", "--batch-size", "16",
+            "--aa", "none", "--mixup", "0", "--cutmix", "0", "--workers", "0", "--data-dir", str(folder),
+            "--output", str(tmp_path / "run")]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    saved = ckpt_io.load_checkpoint(tmp_path / "run" / "last.npz")["args"]["data_dir"]
+    assert saved == str(folder.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, err = run(["--resume", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "resumed from" in out and ckpt_io.load_checkpoint(tmp_path / "run" / "last.npz")["epoch"] == 2
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
