@@ -51,9 +51,7 @@ parser.add_argument("--workers", type=int, default=0, help="background processes
 args = parser.parse_args()
 OUT.mkdir(exist_ok=True)
 t_start = time.time()
-minicct.kernels.manual_seed(0)            # dropout and drop-path draw from this generator
-minicct.nn.init.manual_seed(0)            # and weight initialisation from this one
-np.random.seed(0)
+minicct.manual_seed(0)                    # initialisation, dropout and drop-path (see minicct.random)
 
 # --------------------------------------------------------------------------------------------------
 print("1. Data and model")

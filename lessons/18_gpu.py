@@ -152,8 +152,7 @@ print(f"\n5. Training CCT-2/3x2 on 32x32 shapes on the GPU ({args.epochs} epochs
 from minicct.data import eval_loader, get_dataset, train_loader
 from minicct.optim import CosineLRScheduler, param_groups_weight_decay
 
-minicct.nn.init.manual_seed(0)
-minicct.kernels.manual_seed(0)
+minicct.manual_seed(0)
 train, test = get_dataset("shapes")
 model = create_model("cct_2_3x2_32", num_classes=6).to("gpu")
 opt = AdamW(param_groups_weight_decay(model, 0.05), lr=1e-3)

@@ -38,17 +38,16 @@ def ones(*shape, device=None, dtype=None, requires_grad=False):
 
 
 def manual_seed(seed: int) -> None:
-    """Seed every generator minicct draws from: weight initialisation (``nn.init``) and the
-    dropout / drop-path masks (``kernels``). The data pipeline takes its own ``seed=``."""
-    from minicct.nn import init
-    from minicct import kernels
-    init.manual_seed(seed)
-    kernels.manual_seed(seed)
+    """Seed every generator minicct draws from: weight initialisation and the dropout / drop-path
+    masks, one stream each (see ``minicct.random``), and NumPy's and Python's global generators.
+    The data pipeline takes its own ``seed=``."""
+    from minicct import random
+    random.manual_seed(seed)
 
 
 def __getattr__(name):
     # The layers above the engine load on first use, so `import minicct` stays light.
     import importlib
-    if name in ("functional", "nn", "models", "optim", "data", "kernels", "parallel"):
+    if name in ("functional", "nn", "models", "optim", "data", "kernels", "parallel", "random"):
         return importlib.import_module(f"minicct.{name}")
     raise AttributeError(f"module 'minicct' has no attribute {name!r}")

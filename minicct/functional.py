@@ -173,7 +173,7 @@ class Dropout(Function):
 
 def dropout(x, p=0.5, training=True, generator=None):
     """Zero each element with probability p and scale the rest by 1/(1-p); identity when not
-    training. generator: optional numpy Generator (else ``kernels.dropout.manual_seed``'s)."""
+    training. generator: optional numpy Generator (else ``minicct.random``'s dropout stream)."""
     return Dropout.apply(x, p=p, training=training, generator=generator)
 
 

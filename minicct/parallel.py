@@ -27,9 +27,9 @@ need the whole batch in one thread: pass ``threads=1``.
 Reproducible. Gradients come back from ``autograd.grad`` (nothing is written into the shared
 parameters while threads run); each thread adds up its pieces in order, and the caller adds the
 threads' sums in order. Each piece draws its dropout and drop-path masks from a generator of its
-own, seeded from the module generator of ``kernels.dropout``, so a run gives the same numbers every
-time for the same threads and micro-batch (other settings draw other masks, as another batch size
-would).
+own, seeded from the dropout stream of ``minicct.random`` (``random.dropout_generators``), so a run
+gives the same numbers every time for the same threads and micro-batch (other settings draw other
+masks, as another batch size would).
 
 The kernels run in several threads at once: they must not keep scratch buffers between calls.
 On the GPU there is one stream of work anyway, and everything runs in the calling thread.
@@ -39,9 +39,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from minicct import backend
+from minicct import backend, random
 from minicct.autograd import Tensor, grad, no_grad
 
 _pool = None   # (threads, ThreadPoolExecutor), kept between steps
@@ -110,7 +108,6 @@ def forward_backward(model, loss_fn, x, y, threads=None, micro_batch=MICRO_BATCH
     piece's activations per thread exist at a time; below ~16 images the matrix products get too
     small. None: one piece per thread. On the GPU the whole batch is one piece.
     """
-    from minicct.kernels import dropout
     xa, ya = _raw(x), _raw(y)
     n = len(xa)
     threads = _threads_for(xa, threads)
@@ -124,16 +121,16 @@ def forward_backward(model, loss_fn, x, y, threads=None, micro_batch=MICRO_BATCH
         return value
 
     params = [p for p in model.parameters() if p.requires_grad]
-    # One seed per piece, drawn here in the calling thread and in order: the module generator
-    # advances the same way every step, whatever order the threads run in.
-    seeds = iter(dropout.get_generator().integers(0, 2**63, size=sum(map(len, plan))))
-    plan = [[(lo, hi, next(seeds)) for lo, hi in pieces] for pieces in plan]
+    # A dropout generator per piece, seeded here in the calling thread and in order: the dropout
+    # stream advances the same way every step, whatever order the threads run in.
+    gens = iter(random.dropout_generators(sum(map(len, plan))))
+    plan = [[(lo, hi, next(gens)) for lo, hi in pieces] for pieces in plan]
 
     def work(pieces):
         """One thread: its pieces in order; returns (its share of the loss, its gradient sums)."""
         value, sums = 0.0, [None] * len(params)
-        for lo, hi, seed in pieces:
-            with dropout.thread_generator(np.random.default_rng(seed)):
+        for lo, hi, generator in pieces:
+            with random.thread_dropout(generator):
                 loss = loss_fn(model(Tensor._wrap(xa[lo:hi])), Tensor._wrap(ya[lo:hi]))
                 weight = (hi - lo) / n
                 value += float(loss.item()) * weight

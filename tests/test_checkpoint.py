@@ -34,9 +34,9 @@ def logits(model, seed=0, size=8):
 # ---- round trips ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".npz", ".pth"])
 def test_save_load_round_trip(tmp_path, suffix):
-    nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     a = create_model("cct_2_3x2_32", **TINY)
-    nn.init.manual_seed(1)
+    minicct.manual_seed(1)
     b = create_model("cct_2_3x2_32", **TINY)
     assert not np.allclose(logits(a), logits(b))
     models.save_weights(a, tmp_path / f"w{suffix}")

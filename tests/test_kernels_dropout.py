@@ -6,7 +6,8 @@ import pytest
 import minicct.functional as F
 from minicct import Tensor, gradcheck
 from minicct.backend import to_numpy
-from minicct.kernels import dropout_forward, drop_path_forward, manual_seed
+from minicct import manual_seed
+from minicct.kernels import dropout_forward, drop_path_forward
 
 
 def test_dropout_rate_and_scaling(xp):

@@ -132,7 +132,7 @@ def test_sine_table_is_a_saved_buffer():
 
 
 def test_initialisation_follows_the_release():
-    nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     m = create_model("vit_7_4_32")
     c = m.classifier
     assert abs(c.blocks[0].linear1.weight.numpy().std() - 0.02) < 1e-3
@@ -158,7 +158,7 @@ def test_sequence_length_from_arithmetic_matches_the_tokens():
 # ---- gradients ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["cct_2_3x2_32", "cct_6_3x1_32_sine", "cvt_2_4_32_sine", "vit_2_4_32"])
 def test_gradcheck_tiny_model_over_every_parameter_and_the_input(name):
-    nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     model = create_model(name, **TINY).double().eval()
     names = [n for n, _ in model.named_parameters()]
     x = images()
@@ -235,7 +235,7 @@ def test_encoder_layer_runs_in_the_released_order():
 def test_small_cct_overfits_one_batch():
     """A small CCT memorises 64 random images with random labels: the whole model learns."""
     from minicct.optim import AdamW
-    nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     rng = np.random.default_rng(0)
     x = minicct.Tensor(rng.standard_normal((64, 3, 8, 8)))
     y = minicct.Tensor(rng.integers(0, 10, 64))

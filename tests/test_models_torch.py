@@ -102,7 +102,7 @@ class TorchModel(tnn.Module):
 
 def build_pair(name, **overrides):
     """A minicct model and the PyTorch one with the same weights (float64, eval mode)."""
-    nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     ours = models.create_model(name, **overrides).double().eval()
     cfg = dict(models.model_config(name), **overrides)
     theirs = TorchModel(cfg, ours.classifier.sequence_length).double().eval()

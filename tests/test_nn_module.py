@@ -202,9 +202,9 @@ def test_sequential_indexing_and_repr():
 
 # ---- initialisation --------------------------------------------------------------------------------
 def test_manual_seed_makes_initialisation_reproducible():
-    init.manual_seed(3)
+    minicct.manual_seed(3)
     a = nn.Linear(8, 8).weight.numpy()
-    init.manual_seed(3)
+    minicct.manual_seed(3)
     b = nn.Linear(8, 8).weight.numpy()
     assert np.array_equal(a, b)
     assert not np.array_equal(a, nn.Linear(8, 8).weight.numpy())

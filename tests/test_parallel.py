@@ -10,13 +10,12 @@ import pytest
 
 import minicct
 from minicct import backend, functional as F, models, parallel
-from minicct.kernels import dropout
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(**kw):
-    minicct.nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     return models.create_model("cct_2_3x2_32", embedding_dim=32, num_layers=2, num_heads=2, **kw)
 
 
@@ -73,11 +72,11 @@ def test_dropout_masks_are_reproducible():
     runs = []
     for _ in range(2):
         model = tiny(attention_dropout=0.3, stochastic_depth=0.3)
-        dropout.manual_seed(7)
+        minicct.manual_seed(7)
         v = parallel.forward_backward(model, F.cross_entropy, x, y, threads=2, micro_batch=3)
-        runs.append((v, grads(model), dropout.get_generator().random()))
+        runs.append((v, grads(model), minicct.random.dropout_generator().random()))
     (v1, g1, r1), (v2, g2, r2) = runs
-    assert v1 == v2 and r1 == r2       # same loss; the module generator advanced the same way
+    assert v1 == v2 and r1 == r2       # same loss; the dropout stream advanced the same way
     for name in g1:
         np.testing.assert_array_equal(g1[name], g2[name])
 
@@ -101,16 +100,16 @@ def test_blas_threads_limited_and_restored():
     assert backend.blas_threads() == before
 
 
-def test_thread_generator_is_per_thread():
+def test_thread_dropout_is_per_thread():
     import threading
     g = np.random.default_rng(1)
     seen = {}
-    with dropout.thread_generator(g):
-        t = threading.Thread(target=lambda: seen.setdefault("other", dropout.get_generator()))
+    with minicct.random.thread_dropout(g):
+        t = threading.Thread(target=lambda: seen.setdefault("other", minicct.random.dropout_generator()))
         t.start()
         t.join()
-        assert dropout.get_generator() is g
-    assert seen["other"] is not g and dropout.get_generator() is not g
+        assert minicct.random.dropout_generator() is g
+    assert seen["other"] is not g and minicct.random.dropout_generator() is not g
 
 
 _FAULTS = """

@@ -79,7 +79,7 @@ class MinicctRunner:
         import minicct
         from minicct import models
         from minicct.optim import AdamW, param_groups_weight_decay
-        minicct.nn.init.manual_seed(seed)
+        minicct.manual_seed(seed)
         self.xp = backend.xp_for(device)
         self.model = models.create_model(name).to(device)
         self.model.train()

@@ -11,7 +11,7 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     pool.py        max_pool2d (overlapping windows, PyTorch's tie-breaking)
     norm.py        layer_norm
     activation.py  relu, gelu (with a hand-written erf), softmax, log_softmax
-    dropout.py     dropout, drop_path, manual_seed
+    dropout.py     dropout, drop_path (masks from minicct.random unless a generator is passed)
     attention.py   scaled dot-product attention (one fused backward)
     loss.py        cross_entropy (class indices or soft targets, label smoothing)
     linear.py      linear (PyTorch's (out, in) weight layout)
@@ -25,7 +25,7 @@ from minicct.kernels.activation import (erf, relu_forward, relu_backward, gelu_f
                                         softmax_forward, softmax_backward, log_softmax_forward,
                                         log_softmax_backward)
 from minicct.kernels.dropout import (dropout_forward, dropout_backward, drop_path_forward,
-                                     drop_path_backward, manual_seed)
+                                     drop_path_backward)
 from minicct.kernels.attention import sdpa_forward, sdpa_backward
 from minicct.kernels.loss import cross_entropy_forward, cross_entropy_backward
 from minicct.kernels.linear import linear_forward, linear_backward

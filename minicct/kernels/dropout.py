@@ -1,64 +1,25 @@
 """Dropout (inverted: survivors are scaled by 1/(1-p) while training, identity at eval time) and
 drop_path (stochastic depth: a whole sample's residual branch is dropped, survivors scaled 1/keep).
 
-Randomness: pass a NumPy ``Generator`` to make one call reproducible, or seed the module's own
-generator with ``manual_seed(seed)``. On CuPy the masks are drawn on the GPU with ``cupy.random``
-(seeded by ``manual_seed`` too), so nothing crosses the bus.
+Randomness: pass a NumPy ``Generator`` to make one call reproducible; without one the masks come
+from ``minicct.random`` (its dropout stream on the CPU, ``cupy.random`` on the GPU, both seeded by
+``minicct.manual_seed``), so on CuPy nothing crosses the bus.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import numpy as np
 
+from minicct import random
 from minicct.backend import get_array_module
-
-_rng = np.random.default_rng()
-_thread = threading.local()   # .rng: a generator for this thread alone (see thread_generator)
-_cupy_seed = None   # a manual_seed not yet given to CuPy (it may not be imported yet)
-
-
-def manual_seed(seed):
-    """Seed the generator used when no ``generator`` is passed, on the CPU and (at its next draw)
-    on the GPU."""
-    global _rng, _cupy_seed
-    _rng = np.random.default_rng(seed)
-    _cupy_seed = seed
-
-
-def get_generator():
-    """The generator masks are drawn from when no ``generator`` is passed (on the CPU): this
-    thread's own when it has one (``thread_generator``), else the module's (``manual_seed``)."""
-    return getattr(_thread, "rng", None) or _rng
-
-
-@contextlib.contextmanager
-def thread_generator(generator):
-    """Within the block, masks drawn *in this thread* without a ``generator`` come from this one.
-
-    Threads sharing the module's generator would take its numbers in whatever order they happen
-    to run, so masks would change from run to run; ``minicct.parallel`` gives each of its threads
-    a generator of its own, seeded from the module's, and training stays reproducible."""
-    before = getattr(_thread, "rng", None)
-    _thread.rng = generator
-    try:
-        yield generator
-    finally:
-        _thread.rng = before
 
 
 def _uniform(xp, shape, dtype, generator):
     """Uniform [0, 1) numbers of the given shape, on the device of xp."""
     if xp is np:
-        return (generator or get_generator()).random(shape, dtype=dtype)
+        return (generator or random.dropout_generator()).random(shape, dtype=dtype)
     if generator is not None:   # a host Generator asked for: draw there, then copy (reproducible)
         return xp.asarray(generator.random(shape, dtype=dtype))
-    global _cupy_seed
-    if _cupy_seed is not None:
-        xp.random.seed(_cupy_seed)
-        _cupy_seed = None
-    return xp.random.random_sample(shape, dtype=dtype)
+    return random.device_random(xp).random_sample(shape, dtype=dtype)
 
 
 def _draw_dtype(x):

@@ -4,7 +4,7 @@
     layer = nn.Linear(16, 32)
     [n for n, _ in layer.named_parameters()]   # ['weight', 'bias']
 
-``nn.init`` holds the initialisers and the seedable generator (``nn.init.manual_seed``).
+``nn.init`` holds the initialisers (they draw from ``minicct.random``; ``minicct.manual_seed`` seeds it).
 """
 from minicct.nn import init
 from minicct.nn.module import (Module, Parameter, Sequential, ModuleList, StateDictError, LoadResult,

@@ -1,11 +1,11 @@
 """Weight initialisation, drawn from one seedable generator.
 
 Every initialiser fills a Parameter's array in place and takes ``generator=`` (a
-``numpy.random.Generator``); without one it uses this module's generator, which
-``manual_seed(seed)`` resets. Draws are made on the CPU in float64 and then cast and copied to the
-parameter's dtype and device, so a seed gives the same weights on NumPy and on CuPy.
+``numpy.random.Generator``); without one it draws from ``minicct.random``'s init stream, which
+``minicct.manual_seed(seed)`` resets. Draws are made on the CPU in float64 and then cast and copied
+to the parameter's dtype and device, so a seed gives the same weights on NumPy and on CuPy.
 
-    minicct.nn.init.manual_seed(0)
+    minicct.manual_seed(0)
     model = minicct.models.create_model("cct_7_3x1_32")   # the same weights every time
 
 The formulas are PyTorch's (``torch.nn.init``), so a model starts from the same distribution as the
@@ -18,19 +18,7 @@ import math
 import numpy as np
 
 from minicct import backend
-
-_generator = np.random.default_rng(0)
-
-
-def manual_seed(seed: int) -> np.random.Generator:
-    """Reset the module generator (used by every initialiser called without ``generator=``)."""
-    global _generator
-    _generator = np.random.default_rng(seed)
-    return _generator
-
-
-def get_generator() -> np.random.Generator:
-    return _generator
+from minicct.random import init_generator
 
 
 def _fill(tensor, values):
@@ -62,12 +50,12 @@ def ones_(tensor):
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    g = generator or _generator
+    g = generator or init_generator()
     return _fill(tensor, g.uniform(a, b, size=tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
-    g = generator or _generator
+    g = generator or init_generator()
     return _fill(tensor, g.normal(mean, std, size=tensor.shape))
 
 
@@ -83,7 +71,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     if not a <= mean <= b:
         # Rejection sampling would take forever when the mean lies far outside [a, b].
         raise ValueError(f"trunc_normal_: mean {mean} lies outside [{a}, {b}]")
-    g = generator or _generator
+    g = generator or init_generator()
     out = g.normal(mean, std, size=tensor.shape)
     bad = (out < a) | (out > b)
     while bad.any():

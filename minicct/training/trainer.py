@@ -25,14 +25,13 @@ draws from (initialisation, dropout, drop-path) are saved and restored.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import random
 import time
 from pathlib import Path
 
 import numpy as np
 
+import minicct.random
 from minicct import backend
 from minicct.cli import plural
 from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
@@ -109,53 +108,6 @@ def set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
-
-
-# ---- random generators ------------------------------------------------------------------------------
-def _generators():
-    """Every numpy Generator the model draws from during training, by name (those that exist)."""
-    gens = {}
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.nn import init
-        gens["init"] = init.get_generator()
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.kernels import dropout
-        # dropout/drop-path masks (CPU); the module keeps its generator in _rng until it offers a getter
-        gens["dropout"] = dropout.get_generator() if hasattr(dropout, "get_generator") else dropout._rng
-    return gens
-
-
-def seed_everything(seed):
-    """Seed initialisation, dropout/drop-path, and NumPy's and Python's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.nn import init
-        init.manual_seed(seed)
-    with contextlib.suppress(ImportError, AttributeError):
-        from minicct.kernels import dropout
-        dropout.manual_seed(seed + 1)
-
-
-def rng_state() -> dict:
-    """The state of every generator, as plain data (for a checkpoint)."""
-    state = {name: g.bit_generator.state for name, g in _generators().items()}
-    state["numpy_global"] = np.random.get_state(legacy=False)
-    version, internal, gauss = random.getstate()
-    state["python"] = {"version": version, "internal": list(internal), "gauss": gauss}
-    return state
-
-
-def set_rng_state(state: dict):
-    """Put every generator back where ``rng_state()`` found it (in place: the objects stay the same)."""
-    for name, g in _generators().items():
-        if name in state:
-            g.bit_generator.state = state[name]
-    if "numpy_global" in state:
-        np.random.set_state(state["numpy_global"])
-    if "python" in state:
-        p = state["python"]
-        random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
 
 # ---- one epoch --------------------------------------------------------------------------------------
@@ -252,7 +204,7 @@ class Trainer:
         self.checkpoint_last = self.output / "last.npz"
         self.checkpoint_best = self.output / "best.npz"
 
-        seed_everything(config.run.seed)
+        minicct.random.manual_seed(config.run.seed)
         self.train_set, self.test_set = load_data(config)
         self.model = build_model(config.model, self.train_set, self.device)
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -391,7 +343,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": dict(self.schedule.state_dict(), epoch=epochs_done),
             "loader": self.train_loader.state_dict(),
-            "rng": rng_state(),
+            "rng": minicct.random.get_state(),
             "metrics": metrics,
             "best": self.best,
             "history": self.history,
@@ -413,7 +365,7 @@ class Trainer:
             g["weight_decay"] = wd
         self.start_epoch = int(ckpt["epoch"])
         self.train_loader.load_state_dict(ckpt["loader"])
-        set_rng_state(ckpt["rng"])
+        minicct.random.set_state(ckpt["rng"])
         self.history = list(ckpt.get("history") or [])
         self.best = ckpt.get("best")
         self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
