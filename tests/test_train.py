@@ -270,7 +270,7 @@ def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys
     assert f"output: {second} (a new run: {first} already holds one" in out
     code, out, err = run(["shapes", *TINY, "--resume", "auto"], capsys)
     assert code == 0, err
-    assert f"--resume auto: {second / 'last.npz'} (the newest of 2 runs" in out
+    assert f"--resume auto: {second / 'last.npz'}, the newest of 2 runs: {first}, {second}" in out
     assert ckpt_io.load_checkpoint(second / "last.npz")["epoch"] == 2
     assert ckpt_io.load_checkpoint(first / "last.npz")["epoch"] == 1
 

@@ -354,7 +354,8 @@ def check(values: dict, explicit: dict):
                        f"holds train/<class>/* and test/<class>/*)")
     if values["data_dir"] is not None and not Path(values["data_dir"]).is_dir():
         raise RunError(f"--data-dir {values['data_dir']}: no such folder; give the folder that holds "
-                       f"cifar-10-batches-py (or the archive), or leave --data-dir out to use data/")
+                       f"cifar-10-batches-py (or the archive), create it first (mkdir -p {values['data_dir']}) "
+                       f"for CIFAR to be downloaded there, or leave --data-dir out to use data/")
     # saved absolute, so that --resume finds the data from any working directory
     if values["data_dir"] is not None:
         values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
@@ -386,12 +387,20 @@ def check_model(name, kwargs):
         hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
         raise RunError(f"--model {name}: unknown model{hint} (python -c 'import minicct.models as m; "
                        f"print(m.list_models())' lists all {len(names)})")
-    known = set(inspect.signature(CompactTransformer.__init__).parameters) - {"self", "num_classes"}
-    for key in kwargs:
+    params = inspect.signature(CompactTransformer.__init__).parameters
+    known = set(params) - {"self", "num_classes"}
+    for key, value in kwargs.items():
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(sorted(known))})"
             raise RunError(f"--model-kwargs {key}=...: {name} has no argument {key!r}{hint}")
+        # a number where the model takes a number (the constructor would fail later, after loading data)
+        default = params[key].default
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise RunError(f"--model-kwargs {key}={value}: {key} takes a number, e.g. {key}={default}")
+        if number and (not math.isfinite(value) or value < 0):
+            raise RunError(f"--model-kwargs {key}={value}: must be a finite number, 0 or more")
 
 
 def check_policy(aa):

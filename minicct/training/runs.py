@@ -61,7 +61,7 @@ def find_resume(resume, output, dataset, label) -> Resume:
     --output folder's last.npz, else the newest runs/<dataset>-<label>[-N] holding one)."""
     if resume == "auto":
         if output:
-            path, note = Path(output) / "last.npz", f"--resume auto: {Path(output) / 'last.npz'} (--output)"
+            path, note = Path(output) / "last.npz", "--resume auto: the --output folder's"
         else:
             if dataset is None:
                 raise RunError("--resume auto needs the dataset to find runs/<dataset>-<model>: e.g. "
@@ -77,11 +77,11 @@ def find_resume(resume, output, dataset, label) -> Resume:
                 raise RunError(f"--resume auto found no checkpoint in {base}: nothing to resume (start the run "
                                f"without --resume, or give --resume PATH or --output DIR)")
             path = found[-1]
-            note = (f"--resume auto: {path}" + (f" (the newest of {len(found)} runs: "
-                                                f"{', '.join(str(p.parent) for p in found)})" if len(found) > 1 else ""))
+            note = (f"--resume auto: {path}" + (f", the newest of {len(found)} runs: "
+                                                f"{', '.join(str(p.parent) for p in found)}" if len(found) > 1 else ""))
     else:
         path = Path(resume)
         if path.is_dir():
             path = path / "last.npz"
-        note = f"--resume {resume}: {path}"
+        note = f"--resume {resume}"
     return Resume(path, load_checkpoint(path), note)

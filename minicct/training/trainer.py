@@ -195,9 +195,10 @@ class Trainer:
         self.created = time.perf_counter()   # --time-limit counts from here
         self.config, self.log, self.progress = config, log, progress
         self.device = config.run.device
+        self.resume = resume
         if resume is not None:
             self.output = Path(config.run.output) if config.run.output else resume.path.parent
-            self.output_note = resume.note
+            self.output_note = None
         else:
             self.output, self.output_note = new_run_folder(config.run.output, config.run.dataset,
                                                            config.model.label)
@@ -325,6 +326,9 @@ class Trainer:
                  f"{describe_schedule(c.schedule)}",
                  f"  {aug}; {plural(c.run.workers, 'data worker')}"]
         lines += [f"  note: {n}" for n in c.notes]
+        if self.resume is not None:
+            lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1} "
+                         f"({plural(self.total_epochs - self.start_epoch, 'epoch')} to go; {self.resume.note})")
         lines.append(f"  output: {self.output}" + (f" ({self.output_note})" if self.output_note else ""))
         return "\n".join(lines)
 
@@ -369,8 +373,6 @@ class Trainer:
         self.history = list(ckpt.get("history") or [])
         self.best = ckpt.get("best")
         self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
-        self.log(f"resumed from {path} after epoch {self.start_epoch - 1} "
-                 f"({plural(self.total_epochs - self.start_epoch, 'epoch')} to go)")
 
     def _save(self, epochs_done, metrics, is_best):
         state = self.state(epochs_done, metrics)
