@@ -267,10 +267,11 @@ def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys
     assert code == 0, err
     second = Path("runs/shapes-cct_2_3x2_32-w32-2")
     assert (second / "last.npz").is_file()
-    assert f"output: {second} (a new run: {first} already holds one" in out
+    assert f"output: {second} (a new folder, since {first} holds a run; continue that one with --resume {first})" in out
     code, out, err = run(["shapes", *TINY, "--resume", "auto"], capsys)
     assert code == 0, err
-    assert f"--resume auto: {second / 'last.npz'}, the newest of 2 runs: {first}, {second}" in out
+    assert f"resumed from {second / 'last.npz'} after epoch 0, 1 epoch to go (--resume auto: the newest of 2 " \
+           f"runs, {first}, {second})" in out
     assert ckpt_io.load_checkpoint(second / "last.npz")["epoch"] == 2
     assert ckpt_io.load_checkpoint(first / "last.npz")["epoch"] == 1
 

@@ -44,13 +44,12 @@ def new_run_folder(output, dataset, label):
     folder = next(f for f in _numbered(base) if not (f / "last.npz").is_file())
     note = None
     if folder != base:
-        note = (f"a new run: {base} already holds one (continue that with --resume {base}); "
-                f"--resume auto continues the newest")
+        note = f"a new folder, since {base} holds a run; continue that one with --resume {base}"
     return folder, note
 
 
 class Resume(NamedTuple):
-    """The checkpoint a run continues from: its path, its contents, and how it was found."""
+    """The checkpoint a run continues from: its path, its contents, and how --resume auto found it."""
     path: Path
     ckpt: dict
     note: str
@@ -61,7 +60,7 @@ def find_resume(resume, output, dataset, label) -> Resume:
     --output folder's last.npz, else the newest runs/<dataset>-<label>[-N] holding one)."""
     if resume == "auto":
         if output:
-            path, note = Path(output) / "last.npz", "--resume auto: the --output folder's"
+            path, note = Path(output) / "last.npz", "--resume auto: the --output folder's last.npz"
         else:
             if dataset is None:
                 raise RunError("--resume auto needs the dataset to find runs/<dataset>-<model>: e.g. "
@@ -77,11 +76,11 @@ def find_resume(resume, output, dataset, label) -> Resume:
                 raise RunError(f"--resume auto found no checkpoint in {base}: nothing to resume (start the run "
                                f"without --resume, or give --resume PATH or --output DIR)")
             path = found[-1]
-            note = (f"--resume auto: {path}" + (f", the newest of {len(found)} runs: "
-                                                f"{', '.join(str(p.parent) for p in found)}" if len(found) > 1 else ""))
+            note = (f"--resume auto: the newest of {len(found)} runs, {', '.join(str(p.parent) for p in found)}"
+                    if len(found) > 1 else f"--resume auto: the only run in {base}")
     else:
         path = Path(resume)
         if path.is_dir():
             path = path / "last.npz"
-        note = f"--resume {resume}"
+        note = ""
     return Resume(path, load_checkpoint(path), note)

@@ -233,7 +233,7 @@ class Trainer:
             while epoch < self.end_epoch():   # read after every epoch: --time-limit re-sizes the run
                 last = self.train_epoch(epoch)
                 epoch += 1
-                if epoch == self.start_epoch + 1:
+                if epoch == self.start_epoch + 1 and epoch < self.end_epoch():
                     self._log_estimate(time.perf_counter() - started, self.end_epoch() - epoch)
         except KeyboardInterrupt:
             if self.history or self.start_epoch:
@@ -327,8 +327,9 @@ class Trainer:
                  f"  {aug}; {plural(c.run.workers, 'data worker')}"]
         lines += [f"  note: {n}" for n in c.notes]
         if self.resume is not None:
-            lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1} "
-                         f"({plural(self.total_epochs - self.start_epoch, 'epoch')} to go; {self.resume.note})")
+            lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1}, "
+                         f"{plural(self.total_epochs - self.start_epoch, 'epoch')} to go"
+                         + (f" ({self.resume.note})" if self.resume.note else ""))
         lines.append(f"  output: {self.output}" + (f" ({self.output_note})" if self.output_note else ""))
         return "\n".join(lines)
 
