@@ -205,6 +205,12 @@ def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):
     assert code == 0, err
     assert f"epoch   2/{sized}" in out and "sized to" not in out
     assert ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"] == sized
+    # epochs 1 and 2 followed the new, longer cosine (not the 2-epoch one planned at the start)
+    from minicct.optim.scheduler import CosineLRScheduler
+    ref = CosineLRScheduler(PRESETS["shapes"]["lr"], sized, min_lr=1e-5, warmup_epochs=1, warmup_lr=1e-5)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()[1:]
+    lrs = [float(r.split(",")[1]) for r in rows]
+    assert np.allclose(lrs, [ref.lr_at(e) for e in range(3)], rtol=1e-5) and lrs[2] > 1e-3
 
 
 def test_time_limit_that_leaves_no_room_ends_after_one_epoch(tmp_path, capsys):
