@@ -13,11 +13,6 @@ What it builds on
 
 Run it:  python lessons/01_arrays.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 
 from minicct.autograd import unbroadcast

@@ -16,10 +16,6 @@ At the end we check our tiny engine against minicct's Tensor, which does the sam
 Run it:  python lessons/02_scalar_autograd.py
 """
 import math
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 

@@ -16,11 +16,6 @@ What it builds on
 
 Run it:  python lessons/03_tensor_and_tape.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 
 import minicct

@@ -14,11 +14,6 @@ What it builds on
 
 Run it:  python lessons/04_gradient_checking.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 
 import minicct

@@ -16,10 +16,7 @@ Run it:  python lessons/05_linear_softmax_cross_entropy.py
 Pictures: lessons/output/05_blobs.png, lessons/output/05_spiral.png
 """
 import pathlib
-import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -16,11 +16,7 @@ What it builds on
 
 Run it:  python lessons/06_convolution.py
 """
-import pathlib
-import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided

@@ -12,11 +12,6 @@ What it builds on
 
 Run it:  python lessons/07_max_pooling.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 

@@ -14,10 +14,6 @@ What it builds on
 Run it:  python lessons/09_gelu_and_erf.py
 """
 import math
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 

@@ -16,10 +16,6 @@ What it builds on
 Run it:  python lessons/10_attention.py
 """
 import math
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 

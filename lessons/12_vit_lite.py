@@ -16,15 +16,10 @@ What it builds on
 
 Run it:  python lessons/12_vit_lite.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 
 import minicct
-import scratch  # lessons/scratch.py: the from-scratch NumPy model of lessons 06-11
+import scratch  # lessons/scratch.py: the from-scratch model of lessons 10-11, on minicct's kernels
 
 rng = np.random.default_rng(0)
 

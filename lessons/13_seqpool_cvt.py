@@ -14,11 +14,6 @@ What it builds on
 
 Run it:  python lessons/13_seqpool_cvt.py
 """
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 
 import minicct
@@ -74,10 +69,12 @@ assert abs(ts[2].grad.item()) < 1e-6
 
 # --------------------------------------------------------------------------------------------------
 print("\n3. CVT: ViT-Lite with SeqPool")
+from minicct.models import count_macs, create_model
 for patch, (vit_p, vit_m), (cvt_p, cvt_m) in [(4, (3.72, 0.26), (3.72, 0.25)), (8, (3.74, 0.06), (3.74, 0.06))]:
     vit, cvt = scratch.config("vit", 7, patch), scratch.config("cvt", 7, patch)
     n = {k: sum(int(np.prod(s)) for s in scratch.param_shapes(c).values()) for k, c in [("vit", vit), ("cvt", cvt)]}
-    m = {k: scratch.count_macs(c) for k, c in [("vit", vit), ("cvt", cvt)]}
+    # MACs: minicct's counter runs each model once and counts its products (lesson 14 counts them by hand)
+    m = {k: count_macs(create_model(f"{k}_7_{patch}_32"), (3, 32, 32)) for k in ("vit", "cvt")}
     print(f"   patch {patch}: ViT-Lite-7/{patch} {n['vit'] / 1e6:.2f} M params {m['vit'] / 1e9:.3f} G MACs "
           f"(paper {vit_p} M, {vit_m} G) | CVT-7/{patch} {n['cvt'] / 1e6:.2f} M {m['cvt'] / 1e9:.3f} G (paper {cvt_p} M, {cvt_m} G)")
     assert round(n["vit"] / 1e6, 2) == vit_p and round(n["cvt"] / 1e6, 2) == cvt_p
@@ -97,7 +94,7 @@ assert logits.shape == (2, 10) and "classifier.class_emb" not in P
 
 # --------------------------------------------------------------------------------------------------
 print("\n4. minicct's SeqPool and CVT")
-from minicct.models import SeqPool, count_params, create_model
+from minicct.models import SeqPool, count_params
 
 pool = SeqPool(D)                                                    # a Linear(D, 1) plus the pooling
 sd = {"weight": rng.standard_normal((1, D)) * 0.1, "bias": np.array([0.3])}

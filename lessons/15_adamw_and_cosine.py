@@ -18,9 +18,6 @@ Picture: lessons/output/15_cosine_schedule.png
 """
 import math
 import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 from PIL import Image, ImageDraw

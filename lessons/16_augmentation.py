@@ -17,9 +17,6 @@ Run it:  python lessons/16_augmentation.py
 Picture: lessons/output/16_augmentation_grid.png
 """
 import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 from PIL import Image, ImageDraw

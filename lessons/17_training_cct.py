@@ -24,10 +24,7 @@ Outputs: lessons/output/17_cct_shapes.npz (weights, used by lesson 19), lessons/
 """
 import argparse
 import pathlib
-import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -15,11 +15,8 @@ Without CuPy or a GPU this lesson says so, explains how to get one going, and ex
 Run it:  python lessons/18_gpu.py [--epochs 12]
 """
 import argparse
-import pathlib
 import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
 
 import numpy as np
 

@@ -21,8 +21,6 @@ import pathlib
 import subprocess
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run without installing
-
 import numpy as np
 from PIL import Image, ImageDraw
 

@@ -1,8 +1,11 @@
-"""The from-scratch model of lessons 06-14, collected in one file so later lessons can reuse it.
+"""The from-scratch model of lessons 10-14, collected in one file so later lessons can reuse it.
 
-Nothing here is new: each function is the plain-NumPy version a lesson built and checked (the
-lesson is named beside it). Forward passes only, in evaluation mode (no dropout, no drop-path);
-training uses minicct, whose tape does the backward.
+Nothing here is new: each function is what a lesson built and checked (the lesson is named beside
+it). The kernels (convolution, pooling, layer norm, GELU, softmax) are minicct's reference kernels,
+which lessons 05-09 checked against the plain-NumPy versions they built; what is assembled here from them —
+attention, the encoder layer, tokenizers, the classifier, the variant table — is the lessons' own.
+Forward passes only, in evaluation mode (no dropout, no drop-path); training uses minicct, whose
+tape does the backward.
 
 A model's weights are a dict of arrays named exactly as minicct's (and the released CCT
 checkpoints') ``state_dict`` names them — ``classifier.blocks.0.self_attn.qkv.weight`` and so on
@@ -11,45 +14,40 @@ checkpoints') ``state_dict`` names them — ``classifier.blocks.0.self_attn.qkv.
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from minicct.kernels import conv2d_forward, gelu_forward, layer_norm_forward, max_pool2d_forward, softmax_forward
 
 # The paper's sizes: layers -> (heads, mlp ratio, width).
 SIZES = {2: (2, 1, 128), 4: (2, 1, 128), 6: (4, 2, 256), 7: (4, 2, 256), 14: (6, 3, 384)}
 
 
 # ---- kernels -------------------------------------------------------------------------------------
+# Lessons 06-09 built each kernel in plain NumPy and checked it against minicct's reference kernel
+# (the plain version in minicct/kernels), so the model below uses those kernels themselves. Each
+# returns (y, cache); a forward pass needs only y.
 def out_size(h, k, stride, pad):                                   # lesson 06
     return (h + 2 * pad - k) // stride + 1
 
 
-def conv2d(x, w, b=None, stride=1, pad=0):                          # lesson 06 (strided view)
+def conv2d(x, w, b=None, stride=1, pad=0):                          # lesson 06
     """x: (N, C, H, W), w: (O, C, KH, KW), b: (O,) or None -> (N, O, OH, OW)."""
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    win = sliding_window_view(xp, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
-    y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
-    return y if b is None else y + b.reshape(1, -1, 1, 1)
+    return conv2d_forward(x, w, b, stride, pad)[0]
 
 
 def max_pool2d(x, k=3, stride=2, pad=1):                            # lesson 07
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
-    return sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
+    return max_pool2d_forward(x, k, stride, pad)[0]
 
 
 def layer_norm(x, gamma, beta, eps=1e-5):                           # lesson 08
-    mu = x.mean(-1, keepdims=True)
-    return gamma * (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) + beta
-
-
-_erf = np.vectorize(math.erf)
+    return layer_norm_forward(x, gamma.shape, gamma, beta, eps)[0]
 
 
 def gelu(x):                                                        # lesson 09
-    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    return gelu_forward(x)[0]
 
 
 def softmax(s, axis=-1):                                            # lessons 04, 05
-    e = np.exp(s - s.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    return softmax_forward(s, axis)[0]
 
 
 def attention_weights(x, w_qkv, heads):                             # lesson 10
@@ -179,23 +177,3 @@ def init_params(cfg, rng):
         else:
             P[name] = 0.02 * rng.standard_normal(shape)
     return P
-
-
-def count_macs(cfg, batch=1):
-    """Multiply-accumulates of one forward pass: convs, every Linear, and the two attention
-    products (q k^T and A v); norms, softmax and activations are not counted."""
-    D, r, C = cfg["embedding_dim"], int(cfg["mlp_ratio"]), cfg["in_channels"]
-    h, k, macs = cfg["img_size"], cfg["kernel_size"], 0
-    if cfg["tokenizer"] == "patch":
-        h //= k
-        macs += h * h * D * C * k * k
-    else:
-        widths = [C] + [64] * (cfg["n_conv_layers"] - 1) + [D]
-        for i in range(cfg["n_conv_layers"]):
-            h = out_size(h, k, max(1, k // 2 - 1), max(1, k // 2))
-            macs += h * h * widths[i + 1] * widths[i] * k * k
-            h = out_size(h, 3, 2, 1)
-    L = h * h + (0 if cfg["seq_pool"] else 1)
-    per_layer = L * (3 * D * D + D * D + 2 * r * D * D) + 2 * L * L * D
-    macs += cfg["num_layers"] * per_layer + (2 * L * D if cfg["seq_pool"] else 0) + D * cfg["num_classes"]
-    return batch * macs

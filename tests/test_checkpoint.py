@@ -12,7 +12,7 @@ import pytest
 
 import minicct
 from minicct import models, nn
-from minicct.models import checkpoint as ckpt
+from minicct import formats as ckpt
 from minicct.models import create_model
 
 TINY = dict(img_size=8, embedding_dim=16, num_layers=2, num_heads=2, mlp_ratio=1, in_planes=8)
@@ -129,14 +129,14 @@ def test_sine_table_of_another_length_is_rebuilt(tmp_path):
 
 def test_resize_pos_embed_bilinear():
     grid = np.arange(4, dtype=np.float64).reshape(1, 4, 1)          # 2x2 grid [[0, 1], [2, 3]]
-    out = ckpt.resize_pos_embed(grid, 16)[0, :, 0].reshape(4, 4)
+    out = models.resize_pos_embed(grid, 16)[0, :, 0].reshape(4, 4)
     # align_corners=False: output pixel centres at -0.25, 0.25, 0.75, 1.25 of the input (clamped)
     assert np.allclose(out[0], [0, 0.25, 0.75, 1])
     assert np.allclose(out[:, 0], [0, 0.5, 1.5, 2])
     same = np.random.default_rng(0).standard_normal((1, 1 + 9, 3))
-    assert np.allclose(ckpt.resize_pos_embed(same, 10, num_tokens=1), same)
+    assert np.allclose(models.resize_pos_embed(same, 10, num_tokens=1), same)
     with pytest.raises(ValueError, match="square"):
-        ckpt.resize_pos_embed(np.zeros((1, 6, 2)), 9)
+        models.resize_pos_embed(np.zeros((1, 6, 2)), 9)
 
 
 @needs_torch
@@ -148,7 +148,7 @@ def test_resize_pos_embed_matches_torch_interpolate():
         grid = torch.from_numpy(pe[0, 1:]).reshape(1, 8, 8, 5).permute(0, 3, 1, 2)
         ref = torch.nn.functional.interpolate(grid, size=(g, g), mode="bilinear")
         ref = ref.permute(0, 2, 3, 1).reshape(1, g * g, 5).numpy()
-        got = ckpt.resize_pos_embed(pe, new, num_tokens=1)
+        got = models.resize_pos_embed(pe, new, num_tokens=1)
         assert np.allclose(got[:, 1:], ref, atol=1e-12) and np.array_equal(got[:, :1], pe[:, :1])
 
 

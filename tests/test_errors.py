@@ -7,7 +7,7 @@ from minicct import errors
 @pytest.mark.parametrize("name, where, bases", [
     ("DeviceError", ["minicct.backend", "minicct"], (RuntimeError,)),
     ("DatasetError", ["minicct.data", "minicct.data.datasets"], (RuntimeError,)),
-    ("CheckpointError", ["minicct.models", "minicct.models.checkpoint", "minicct.training.checkpoint"],
+    ("CheckpointError", ["minicct.models", "minicct.formats", "minicct.training.checkpoint"],
      (ValueError, RuntimeError)),
     ("StateDictError", ["minicct.nn", "minicct.nn.module"], (RuntimeError,)),
     ("RunError", ["minicct.training.errors"], (RuntimeError,)),

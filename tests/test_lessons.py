@@ -24,7 +24,9 @@ def test_lessons_are_found():
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_runs(lesson):
-    env = dict(os.environ, MINICCT_DEVICE="cpu", PYTHONUNBUFFERED="1")
+    # PYTHONPATH: the repository's minicct, whether or not it is installed (`pip install -e .`)
+    env = dict(os.environ, MINICCT_DEVICE="cpu", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     try:
         proc = subprocess.run([sys.executable, str(lesson.relative_to(ROOT))], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT_S)

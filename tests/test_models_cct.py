@@ -1,11 +1,15 @@
 """ViT-Lite, CVT and CCT: the paper's sizes, the official names, gradients, modes and errors."""
+import functools
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import minicct
 from minicct import functional as F, models, nn
 from minicct.autograd import gradcheck
-from minicct.models import PAPER_TABLE_11, count_macs, count_params, create_model
+from minicct.models import PAPER_TABLE_11, count_macs, count_params, create_model, format_size_table, trace_macs
+from minicct.models.complexity import size_table
 
 # A toy of each family: 2 layers, width 16, 8x8 images (the tokenizer makes 4 tokens).
 TINY = dict(img_size=8, embedding_dim=16, num_layers=2, num_heads=2, mlp_ratio=1, in_planes=8)
@@ -16,19 +20,32 @@ def images(n=2, size=8, seed=0):
 
 
 # ---- sizes ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def size_rows():
+    """Table 11's rows, counted once for the tests below (each model is built and traced once)."""
+    return {row[0]: row for row in size_table()}
+
+
 @pytest.mark.parametrize("name", list(PAPER_TABLE_11))
 def test_params_and_macs_match_table_11(name):
     paper_params, paper_macs = PAPER_TABLE_11[name]
-    model = create_model(name, num_classes=1000 if name.startswith("cct_14") else 10)
-    params = count_params(model)
+    _, params, macs, _, _ = size_rows()[name]
     if name == "cct_14_7x2_224":
         # The official code gives exactly this count too (same keys and shapes). The paper prints
         # 22.36 M, i.e. 22.367 M truncated; its README's 22.51 M at 384 px (22,513,193) is truncated
         # the same way.
-        assert params == 22_367_273
+        assert round(params * 1e6) == 22_367_273
     else:
-        assert round(params / 1e6, 2) == paper_params, params
-    assert round(count_macs(model, (3, model.img_size, model.img_size)) / 1e9, 2) == paper_macs
+        assert round(params, 2) == paper_params, params
+    assert round(macs, 2) == paper_macs
+
+
+def test_readme_model_table_is_the_generated_one():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| model | params (M) | paper | MACs (G) | paper |")
+    lines = readme[start:].splitlines()
+    table = lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))]
+    assert "\n".join(table) == format_size_table(list(size_rows().values()))
 
 
 def test_count_macs_scales_with_batch_and_counts_attention():
@@ -43,6 +60,37 @@ def test_count_macs_scales_with_batch_and_counts_attention():
     assert one == expected
     with pytest.raises(ValueError):
         count_macs(model, (32, 32))
+
+
+def test_count_macs_restores_modes_and_leaves_nothing_behind():
+    from minicct.autograd import function
+    model = create_model("cct_2_3x2_32", **TINY)
+    model.train()
+    model.classifier.dropout.eval()            # a mixed state: each module's mode is kept
+    before = [m.training for m in model.modules()]
+    count_macs(model, (3, 8, 8))
+    assert [m.training for m in model.modules()] == before
+    assert function._observers == []
+    with pytest.raises(ValueError):            # a forward that fails: modes and observers restored too
+        count_macs(model, (3, 16, 16))
+    assert [m.training for m in model.modules()] == before and function._observers == []
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_trace_macs_counts_each_product_once():
+    # scaled_dot_product_attention, called directly: q·kᵀ and attn·v, N·heads·L·S·D each
+    class Sdpa(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+    q, k = minicct.Tensor(np.ones((2, 3, 5, 4))), minicct.Tensor(np.ones((2, 3, 7, 4)))
+    assert trace_macs(Sdpa(), q, k, k) == 2 * (2 * 3 * 5 * 7 * 4)
+
+    # a plain matmul (SeqPool's weighted sum is one), and no count for what only moves or adds
+    class MatMulAdd(nn.Module):
+        def forward(self, a, b):
+            return F.relu(a @ b + 1.0).reshape(-1)
+    a, b = minicct.Tensor(np.ones((2, 3, 4))), minicct.Tensor(np.ones((2, 4, 6)))
+    assert trace_macs(MatMulAdd(), a, b) == 2 * 3 * 4 * 6
 
 
 def test_sine_variants_have_no_trainable_table():

@@ -317,7 +317,7 @@ def test_checkpoint_round_trip_and_atomic_write(tmp_path, monkeypatch):
         f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt_io.np, "savez", broken_savez)
+    monkeypatch.setattr(np, "savez", broken_savez)
     with pytest.raises(OSError):
         ckpt_io.save_checkpoint(path, tree)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.npz"]

@@ -14,8 +14,25 @@ may return a gradient of a broadcast shape: the engine sums it back to the input
 """
 from __future__ import annotations
 
+import contextlib
+
 from minicct.backend import DeviceError
 from minicct.autograd import grad_mode
+
+# Watchers of every operation (see ``observe``). Empty, as it almost always is, it costs one test
+# per operation; ``minicct.models.count_macs`` fills it for the length of one forward pass.
+_observers = []
+
+
+@contextlib.contextmanager
+def observe(fn):
+    """Inside the ``with`` block, call ``fn(cls, args, out)`` after each Function applied: ``cls``
+    the Function, ``args`` the raw arrays and values its forward received, ``out`` its raw result."""
+    _observers.append(fn)
+    try:
+        yield
+    finally:
+        _observers.remove(fn)
 
 
 class Context:
@@ -73,6 +90,8 @@ class Function:
         ctx = Context()
         ctx.needs_input_grad = needs
         out = cls.forward(ctx, *raw, **kwargs)
+        for fn in _observers:
+            fn(cls, raw, out)
         t = Tensor._wrap(out, requires_grad=record)
         if record:
             # The inputs as graph nodes: leaves themselves, computed tensors by a stand-in that

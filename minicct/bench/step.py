@@ -330,10 +330,8 @@ def run_child(job, device, timeout=1800):
     interpreter and return the dict it prints, or {'error': ...}. Fresh: nothing allocated by the
     parent counts, and no worker process is ever forked from a process running PyTorch's threads."""
     cmd = [sys.executable, "-m", "minicct.bench", "step", "--device", device, "--child", json.dumps(job)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-        str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")])))
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    try:   # the child finds minicct as this process did: installed, or on its PYTHONPATH or cwd
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     for line in r.stdout.splitlines():

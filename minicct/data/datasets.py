@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -30,6 +29,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from minicct.errors import DatasetError  # the one definition; raised from here
+from minicct.formats.pickles import NUMPY_ARRAYS, load_restricted
 
 
 @dataclass
@@ -165,33 +165,11 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
                        f"{str(path.resolve())!r} is not a directory")
 
 
-# --- reading pickles without trusting them ------------------------------------------------------
-# A pickle can run any code while it loads. The CIFAR batches only ever need to rebuild numpy arrays
-# (protocol 5 rebuilds them with _frombuffer; protocol-2 files written by Python 3 make bytes with
-# _codecs.encode), so everything else is refused.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not part of a CIFAR batch)")
-        if module.startswith("numpy.core.") and hasattr(np, "_core"):
-            # written by NumPy 1.x; NumPy 2 moved the module (the old name still works but warns)
-            module = "numpy._core." + module[len("numpy.core."):]
-        return super().find_class(module, name)
-
-
 def restricted_pickle_load(path: Path):
-    """Load a pickle that may only contain plain containers, bytes, numbers and numpy arrays."""
-    with open(path, "rb") as f:
-        # encoding='bytes': the official batches were pickled by Python 2, whose str keys become bytes
-        return _RestrictedUnpickler(f, encoding="bytes").load()
+    """Load a CIFAR batch: a pickle that may only contain plain containers, bytes, numbers and NumPy
+    arrays (anything else could run code while it loads; see minicct.formats.pickles)."""
+    # encoding='bytes': the official batches were pickled by Python 2, whose str keys become bytes
+    return load_restricted(path, NUMPY_ARRAYS, "a CIFAR batch", encoding="bytes")
 
 
 def check_split_counts(classes: Sequence[str], labels: np.ndarray, where: str):

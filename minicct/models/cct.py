@@ -77,11 +77,6 @@ class CompactTransformer(nn.Module):
                              f"positional embedding fixes the number of tokens")
         return self.classifier(self.tokenizer(x))
 
-    def macs(self, in_shape):
-        m1, tokens = self.tokenizer.macs(in_shape)
-        m2, out = self.classifier.macs(tokens)
-        return m1 + m2, out
-
     def extra_repr(self):
         return f"img_size={self.img_size}"
 

@@ -82,6 +82,3 @@ class Tokenizer(nn.Module):
         h, w = self.feature_size(height, width)
         return h * w
 
-    def macs(self, in_shape):
-        total, (n, d, h, w) = self.conv_layers.macs(in_shape)
-        return total, (n, h * w, d)

@@ -48,14 +48,6 @@ class TransformerEncoderLayer(nn.Module):
         y = self.linear2(self.dropout1(F.gelu(self.linear1(x))))
         return x + self.drop_path(self.dropout2(y))
 
-    def macs(self, in_shape):
-        total = 0
-        for m in (self.pre_norm, self.self_attn, self.norm1, self.linear1):
-            n, shape = m.macs(in_shape)
-            total += n
-        n, _ = self.linear2.macs(shape)  # shape: linear1's output (N, L, dim_feedforward)
-        return total + n, tuple(in_shape)
-
 
 class SeqPool(nn.Linear):
     """Sequence pooling: a learned, input-dependent weighted average of the tokens.
@@ -75,10 +67,6 @@ class SeqPool(nn.Linear):
         n, length, d = x.shape
         w = F.softmax(F.linear(x, self.weight, self.bias), dim=1)    # (N, L, 1)
         return (w.transpose(0, 2, 1) @ x).reshape(n, d)               # (N, 1, L) @ (N, L, d)
-
-    def macs(self, in_shape):
-        n, length, d = in_shape
-        return 2 * n * length * d, (n, d)   # the scores and the weighted sum
 
 
 def sinusoidal_embedding(length, dim):
@@ -161,23 +149,6 @@ class TransformerClassifier(nn.Module):
         x = self.norm(x)
         x = self.attention_pool(x) if self.seq_pool else x[:, 0]   # (N, d)
         return self.fc(x)
-
-    def macs(self, in_shape):
-        n, length, d = in_shape
-        shape = (n, length + self.num_tokens, d)
-        total = 0
-        for block in self.blocks:
-            m, shape = block.macs(shape)
-            total += m
-        m, shape = self.norm.macs(shape)
-        total += m
-        if self.seq_pool:
-            m, shape = self.attention_pool.macs(shape)
-            total += m
-        else:
-            shape = (n, d)
-        m, shape = self.fc.macs(shape)
-        return total + m, shape
 
 
 def _init_weights(m):

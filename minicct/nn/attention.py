@@ -39,14 +39,6 @@ class Attention(Module):
                                       self.num_heads, attn_drop=self.attn_drop.p,
                                       proj_drop=self.proj_drop.p, training=self.training)
 
-    def macs(self, in_shape):
-        """qkv and proj (Linear), plus the two attention products q·kᵀ and attn·v, each
-        N · heads · L · L · D = N · L² · dim MACs. The softmax and the scaling are not counted."""
-        n, length, dim = in_shape
-        qkv, _ = self.qkv.macs(in_shape)
-        proj, _ = self.proj.macs(in_shape)
-        return qkv + 2 * n * length * length * dim + proj, tuple(in_shape)
-
     def extra_repr(self):
         return f"dim={self.dim}, num_heads={self.num_heads}"
 

@@ -4,8 +4,8 @@ A layer here does no arithmetic of its own: the math, forward and backward, is i
 layer's job is to own the weights (their shapes, PyTorch's layouts and initialisation), remember
 its hyper-parameters, and know whether it is training (dropout, drop-path).
 
-Each layer also answers ``macs(in_shape) -> (MACs, out_shape)`` from shape arithmetic, which is how
-``minicct.models.count_macs`` reproduces the paper's compute column without running the model.
+A layer does not count its own MACs either: ``minicct.models.count_macs`` watches the functions a
+forward pass applies and counts from their arrays' shapes.
 """
 from __future__ import annotations
 
@@ -46,12 +46,6 @@ class Linear(Module):
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
 
-    def macs(self, in_shape):
-        if in_shape[-1] != self.in_features:
-            raise ValueError(f"Linear({self.in_features}, {self.out_features}) got input shape {in_shape}")
-        return int(np.prod(in_shape[:-1])) * self.in_features * self.out_features, \
-            tuple(in_shape[:-1]) + (self.out_features,)
-
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
@@ -87,14 +81,6 @@ class Conv2d(Module):
                              f"not fit a {h}x{w} input")
         return oh, ow
 
-    def macs(self, in_shape):
-        n, c, h, w = in_shape
-        if c != self.in_channels:
-            raise ValueError(f"Conv2d expects {self.in_channels} input channels, got shape {in_shape}")
-        oh, ow = self.output_size(h, w)
-        kh, kw = self.kernel_size
-        return n * self.out_channels * oh * ow * c * kh * kw, (n, self.out_channels, oh, ow)
-
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
@@ -120,10 +106,6 @@ class MaxPool2d(Module):
                              f"not fit a {h}x{w} input")
         return oh, ow
 
-    def macs(self, in_shape):
-        n, c, h, w = in_shape
-        return 0, (n, c) + self.output_size(h, w)  # comparisons, not multiply-adds
-
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -147,20 +129,12 @@ class LayerNorm(Module):
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
-    def macs(self, in_shape):
-        # fvcore's convention, which the paper's compute column follows: 5 operations per element
-        # (mean, variance, normalise, scale, shift). See minicct.models.count_macs.
-        return 5 * int(np.prod(in_shape)), tuple(in_shape)
-
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}"
 
 
 class _Elementwise(Module):
-    """A layer without weights that keeps the shape (and costs no MACs)."""
-
-    def macs(self, in_shape):
-        return 0, tuple(in_shape)
+    """A layer without weights that keeps the shape."""
 
 
 class Dropout(_Elementwise):

@@ -322,11 +322,6 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def macs(self, in_shape):
-        """(multiply-accumulates, output shape) of one forward pass on an input of ``in_shape``,
-        from shape arithmetic alone (nothing is run). See ``minicct.models.count_macs``."""
-        raise NotImplementedError(f"{type(self).__name__} does not count its MACs")
-
     # ---- printing -------------------------------------------------------------------------------
     def extra_repr(self):
         return ""
@@ -352,13 +347,6 @@ class Sequential(Module):
         for m in self._modules.values():
             x = m(x)
         return x
-
-    def macs(self, in_shape):
-        total, shape = 0, tuple(in_shape)
-        for m in self._modules.values():
-            n, shape = m.macs(shape)
-            total += n
-        return total, shape
 
     def __getitem__(self, i):
         mods = list(self._modules.values())

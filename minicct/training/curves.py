@@ -11,7 +11,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
-from minicct.training.checkpoint import atomic_write
+from minicct.formats.files import atomic_write
 
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
 PANEL_W, PANEL_H = 460, 340
