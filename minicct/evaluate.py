@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from minicct.cli import ArgumentParser, positive, run_cli, use_device
+from minicct.cli import ArgumentParser, plural, positive, run_cli, use_device
 from minicct.errors import RunError
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
 from minicct.training.evaluation import evaluate
@@ -59,8 +59,9 @@ def main(argv=None):
         data_dir = saved_dir   # the folder the run was trained from
     _, test = get_dataset(dataset, data_dir=data_dir, img_size=int(data["img_size"]))
     if test.num_classes != len(data["classes"]):
-        raise RunError(f"{dataset} has {test.num_classes} classes, the checkpoint's model "
-                       f"{len(data['classes'])} ({', '.join(data['classes'][:5])}...)")
+        raise RunError(f"{dataset} has {plural(test.num_classes, 'class', 'classes')}, the checkpoint's model "
+                       f"{len(data['classes'])} ({', '.join(data['classes'][:5])}...): give the dataset it was "
+                       f"trained on")
     if args.limit is not None:
         test = balanced_subset(test, args.limit)
     model = model_from_checkpoint(ckpt, device)
