@@ -260,6 +260,8 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run(tiny_args(tmp_path, epochs=2), capsys)
     assert code == 2 and "--resume auto" in err
+    code, _, err = run(["--resume", str(tmp_path), "--model", "cct_7_3x1_32"], capsys)   # another model
+    assert code == 2 and "holds a cct_2_3x2_32 model, but --model cct_7_3x1_32" in err and err.count("\n") == 1
 
 
 def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys, monkeypatch):

@@ -197,6 +197,10 @@ class Trainer:
         self.device = config.run.device
         self.resume = resume
         if resume is not None:
+            saved = resume.ckpt["model"]["name"]
+            if saved != config.model.name:   # before any data is loaded
+                raise RunError(f"{resume.path} holds a {saved} model, but --model {config.model.name} was given: "
+                               f"drop --model, or start a new run without --resume")
             self.output = Path(config.run.output) if config.run.output else resume.path.parent
             self.output_note = None
         else:
@@ -356,12 +360,8 @@ class Trainer:
         }
 
     def _restore(self, resume):
-        ckpt, path = resume.ckpt, resume.path
-        saved = ckpt["model"]
-        if saved["name"] != self.config.model.name:
-            raise RunError(f"{path} holds a {saved['name']} model, but this run builds {self.config.model.name}: "
-                           f"drop --model, or start a new run without --resume")
-        self.model.load_state_dict(saved["state"])
+        ckpt = resume.ckpt
+        self.model.load_state_dict(ckpt["model"]["state"])
         # The moments and step counts come from the checkpoint; the hyperparameters from this run's
         # settings (the same unless a flag was given again, e.g. a new --weight-decay).
         decays = [g["weight_decay"] for g in self.optimizer.param_groups]
