@@ -71,7 +71,7 @@ def one_line_error(main, argv, prog, capsys, tmp_path, monkeypatch):
     ([], ["no dataset", "--resume"]),
     (["cifar10", "--frob"], ["unrecognized arguments: --frob", "--help"]),
     (["cifar10", "--epochs", "5", "--warmup-epochs", "5"], ["--warmup-epochs 5", "--epochs 5", "--warmup-epochs 4"]),
-    (["cifar10", "--preset", "fast-cpu", "--epochs", "1"], ["--warmup-epochs 1", "--epochs 1", "--warmup-epochs 0"]),
+    (["cifar10", "--preset", "fast-cpu", "--epochs", "1"], ["--warmup-epochs 1 (preset fast-cpu)", "--epochs 1", "--warmup-epochs 0"]),
     (["cifar10", "--resume", "no/such.npz"], ["no checkpoint", "no/such.npz"]),
     (["--resume", "auto"], ["--resume auto needs the dataset", "cifar10 --resume auto"]),
     (["cifar10", "--resume", "auto"], ["--resume auto found no checkpoint", "runs/cifar10-cct_2_3x2_32"]),

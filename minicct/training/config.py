@@ -340,7 +340,8 @@ def parse_args(argv=None, saved=None) -> Config:
 
 
 def check(values: dict, explicit: dict):
-    """Checks across flags (each flag alone was checked while parsing). Fills in values['device']."""
+    """Checks across flags (each flag alone was checked while parsing), before anything is loaded.
+    Normalises in place: the device name, and --data-dir and a folder dataset as absolute paths."""
     from minicct import backend
     check_model(values["model"], values["model_kwargs"])
     dataset = values["dataset"]
@@ -368,7 +369,9 @@ def check(values: dict, explicit: dict):
     check_policy(values["aa"])
     w, e = values["warmup_epochs"], values["epochs"]
     if w and w >= e:
-        raise RunError(f"--warmup-epochs {w} is not shorter than --epochs {e}: the cosine would never start; "
+        origin = "" if "warmup_epochs" in explicit else (
+            f" (preset {values['preset']})" if "warmup_epochs" in PRESETS.get(values["preset"], {}) else " (saved)")
+        raise RunError(f"--warmup-epochs {w}{origin} is not shorter than --epochs {e}: the cosine would never start; "
                        f"give --warmup-epochs {e - 1}{' or less' if e > 1 else ''}, or a longer --epochs")
     if values["output"] is not None and Path(values["output"]).exists() and not Path(values["output"]).is_dir():
         raise RunError(f"--output {values['output']}: a file is there; give a folder")
