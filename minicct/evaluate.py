@@ -3,50 +3,67 @@
     python -m minicct.evaluate --checkpoint runs/cifar10-cct_2_3x2_32/best.npz
     python -m minicct.evaluate --checkpoint best.npz path/to/folder      # another ImageFolder test split
 
-DATASET defaults to the one the checkpoint was trained on. Images are normalised with the training
-set's mean and std (stored in the checkpoint), exactly as during training's evaluation.
+DATASET defaults to the one the checkpoint was trained on, and --data-dir to the folder it was
+trained from. Images are normalised with the training set's mean and std (stored in the
+checkpoint), exactly as during training's evaluation. --limit N takes the same class-balanced
+subset as training's --test-limit N.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
-from minicct import backend
+from minicct.cli import ArgumentParser, plural, positive, run_cli, use_device
+from minicct.errors import RunError
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
-from minicct.training.errors import RunError, run_cli
-from minicct.training.trainer import evaluate
+from minicct.training.evaluation import evaluate
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minicct.evaluate",
-                                description="Print the test top-1/top-5 accuracy of a training checkpoint.")
+    p = ArgumentParser(prog="python -m minicct.evaluate",
+                       description="Print the test top-1/top-5 accuracy of a training checkpoint.\n\n"
+                                   "examples:\n"
+                                   "  python -m minicct.evaluate --checkpoint runs/cifar10-cct_2_3x2_32/best.npz\n"
+                                   "  python -m minicct.evaluate --checkpoint best.npz path/to/folder")
     p.add_argument("dataset", nargs="?", default=None,
                    help="'cifar10', 'cifar100', 'shapes' or an ImageFolder root (default: the checkpoint's)")
     p.add_argument("--checkpoint", required=True, help="a .npz written by python -m minicct.train")
-    p.add_argument("--data-dir", default=None, help="where CIFAR lives (default: data/)")
-    p.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
+    p.add_argument("--data-dir", default=None, help="where CIFAR is (default: the folder the run used, else data/)")
+    p.add_argument("--batch-size", type=positive(int, "--batch-size 256"), default=256,
+                   help="evaluation batch size (default: 256)")
     p.add_argument("--device", default=None, help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--limit", type=positive(int, "--limit 1000"), default=None,
+                   help="N test images, the same number from each class (the same as training's --test-limit N)")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    device = backend.check_device(args.device)
-    backend.xp_for(device)
-    if device == "cpu":
-        backend.keep_freed_memory()
-    from minicct.data import eval_loader, get_dataset
-
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise RunError(f"--data-dir {args.data_dir}: no such folder; give the folder that holds the data, "
+                       f"or leave --data-dir out")
+    if args.dataset is not None and args.dataset.lower().replace("-", "") not in ("cifar10", "cifar100", "shapes") \
+            and not Path(args.dataset).is_dir():
+        raise RunError(f"dataset {args.dataset!r}: not cifar10, cifar100 or shapes, and not a directory "
+                       f"(leave it out to use the checkpoint's)")
+    device = use_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
+    from minicct.data import eval_loader, get_dataset
+    from minicct.data.datasets import balanced_subset
+
     data = ckpt["data"]
     dataset = args.dataset or data["dataset"]
-    _, test = get_dataset(dataset, data_dir=args.data_dir, img_size=int(data["img_size"]))
+    data_dir = args.data_dir
+    saved_dir = (ckpt.get("args") or {}).get("data_dir")
+    if data_dir is None and args.dataset is None and saved_dir and Path(saved_dir).is_dir():
+        data_dir = saved_dir   # the folder the run was trained from
+    _, test = get_dataset(dataset, data_dir=data_dir, img_size=int(data["img_size"]))
     if test.num_classes != len(data["classes"]):
-        raise RunError(f"{dataset} has {test.num_classes} classes, the checkpoint's model "
-                       f"{len(data['classes'])} ({', '.join(data['classes'][:5])}...)")
+        raise RunError(f"{dataset} has {plural(test.num_classes, 'class', 'classes')}, the checkpoint's model "
+                       f"{len(data['classes'])} ({', '.join(data['classes'][:5])}...): give the dataset it was "
+                       f"trained on")
     if args.limit is not None:
-        test.images, test.labels = test.images[:args.limit], test.labels[:args.limit]
+        test = balanced_subset(test, args.limit)
     model = model_from_checkpoint(ckpt, device)
     loader = eval_loader(test, batch_size=args.batch_size, mean=data["mean"], std=data["std"])
     r = evaluate(model, loader, device, progress=True)

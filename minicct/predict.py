@@ -4,27 +4,35 @@
 
 Any image size or mode works: each image is converted to RGB, its shorter side resized (bicubic) to
 the model's input size and the centre cropped square (as ImageFolder data is prepared), then
-normalised with the training set's mean and std. Class names come from the checkpoint.
+normalised with the training set's mean and std. Class names come from the checkpoint. A file that
+is missing, a folder, or not an image is reported on stderr and skipped; the others are still
+predicted, and the exit code is 2.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from minicct import backend
+from minicct.cli import EXIT_ERROR, ArgumentParser, positive, run_cli, use_device
+from minicct.errors import DatasetError, RunError
 from minicct.kernels.activation import softmax_forward
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
-from minicct.training.errors import run_cli
+
+PROG = "minicct.predict"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minicct.predict",
-                                description="Print each image's top classes with probabilities.")
+    p = ArgumentParser(prog="python -m minicct.predict",
+                       description="Print each image's top classes with probabilities.\n\n"
+                                   "example:\n"
+                                   "  python -m minicct.predict cat.jpg dog.png --checkpoint "
+                                   "runs/cifar10-cct_2_3x2_32/best.npz")
     p.add_argument("images", nargs="+", help="image files (any size; JPEG, PNG, ...)")
     p.add_argument("--checkpoint", required=True, help="a .npz written by python -m minicct.train")
-    p.add_argument("--top", type=int, default=5, help="how many classes to print (default: 5)")
+    p.add_argument("--top", type=positive(int, "--top 5"), default=5, help="how many classes to print (default: 5)")
     p.add_argument("--device", default=None, help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
     return p
 
@@ -39,26 +47,50 @@ def predict(model, images, mean, std, device):
     return probs
 
 
+def read_image(path, size):
+    """(size, size, 3) uint8, or a reason the file cannot be used (a string)."""
+    from minicct.data.imagefolder import load_image
+    p = Path(path)
+    if p.is_dir():
+        return f"{path} is a folder, not an image (give its files, e.g. {p / '*.jpg'})"
+    if not p.exists():
+        return f"{path}: no such file"
+    try:
+        return load_image(p, size)
+    except DatasetError as e:
+        cause = e.__context__   # Pillow's own exception, hidden by the loader's ``from None``
+        why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        return f"{path} could not be read as an image{why}"
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    device = backend.check_device(args.device)
-    backend.xp_for(device)
-    from minicct.data.imagefolder import load_image
-
+    device = use_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     data = ckpt["data"]
     classes, size = list(data["classes"]), int(data["img_size"])
-    images = np.stack([load_image(path, size) for path in args.images])
+    images, paths = [], []
+    for path in args.images:
+        img = read_image(path, size)
+        if isinstance(img, str) and len(args.images) == 1:
+            raise RunError(img)
+        if isinstance(img, str):
+            print(f"{PROG}: skipped {img}", file=sys.stderr)
+        else:
+            images.append(img)
+            paths.append(path)
+    if not images:
+        raise RunError(f"none of the {len(args.images)} files could be read as an image (see above)")
     model = model_from_checkpoint(ckpt, device)
-    probs = predict(model, images, data["mean"], data["std"], device)
-    k = max(1, min(args.top, len(classes)))
-    for path, p in zip(args.images, probs):
+    probs = predict(model, np.stack(images), data["mean"], data["std"], device)
+    k = min(args.top, len(classes))
+    for path, p in zip(paths, probs):
         order = np.argsort(-p, kind="stable")[:k]
         print(path)
         for c in order:
             print(f"  {p[c]:7.2%}  {classes[c]}")
-    return 0
+    return EXIT_ERROR if len(paths) < len(args.images) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="minicct.predict"))
+    sys.exit(run_cli(main, prog=PROG))

@@ -5,28 +5,34 @@
     python -m minicct.train cifar10 --resume auto
     python -m minicct.train --help               # every flag, with its default
 
-The pieces live in ``minicct.training``: ``config`` (flags, defaults, presets), ``trainer`` (the
-epoch loop, checkpoints, resuming), ``checkpoint`` (atomic .npz files), ``metrics`` and ``curves``.
+One way through, each step once:
+
+    flags    the command line, each flag checked        (training.config.parse_flags)
+    resume   --resume's checkpoint, found and read      (training.runs.find_resume)
+    config   defaults < preset < checkpoint < flags     (training.config.make_config: frozen, checked)
+    device   usable, or one line saying which flag      (minicct.cli.use_device)
+    run      Trainer(config, resume).fit()              (training.trainer)
 """
 from __future__ import annotations
 
 import sys
 
-from minicct.training.checkpoint import load_checkpoint
-from minicct.training.config import parse_args
-from minicct.training.errors import run_cli
-from minicct.training.trainer import Trainer, resume_path
-
-
-def saved_settings(values):
-    """The flags stored in the checkpoint that --resume names (they become this run's defaults)."""
-    path = resume_path(values["resume"], values["output"], values["dataset"], values["model"])
-    return load_checkpoint(path).get("args", {})
+from minicct.cli import run_cli, use_device
+from minicct.training.config import ModelConfig, make_config, merge, parse_flags, parse_kwargs
+from minicct.training.runs import find_resume
+from minicct.training.trainer import Trainer
 
 
 def main(argv=None):
-    args, _ = parse_args(argv, checkpoint_args=saved_settings)
-    Trainer(args).fit()
+    flags = parse_flags(argv)
+    resume = None
+    if flags.get("resume"):
+        values, _ = merge(flags)    # enough to know where --resume auto looks
+        label = ModelConfig(values["model"], parse_kwargs(values["model_kwargs"]), None).label
+        resume = find_resume(flags["resume"], flags.get("output"), values["dataset"], label)
+    config = make_config(flags, saved=resume.ckpt.get("args", {}) if resume else None)
+    use_device(config.run.device)
+    Trainer(config, resume).fit()
     return 0
 
 

@@ -99,3 +99,28 @@ def test_bad_files_are_one_clear_line(run_dir, tmp_path, capsys):
     code = run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "missing.npz")])
     err = capsys.readouterr().err
     assert code == 2 and "no checkpoint" in err
+
+
+def test_predict_reports_bad_files_and_goes_on(run_dir, tmp_path, capsys):
+    """A missing file, a folder and a non-image are each reported (without the data loader's
+    'delete or replace it'); the good image is still predicted; the exit code says something failed."""
+    from PIL import Image
+    from minicct.data import get_dataset
+    _, test = get_dataset("shapes")
+    good = tmp_path / "good.png"
+    Image.fromarray(test.images[0]).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    capsys.readouterr()
+    code = run_cli(predict.main, [str(tmp_path / "missing.png"), str(folder), str(bad), str(good),
+                                  "--checkpoint", str(run_dir / "last.npz")], prog="minicct.predict")
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out.splitlines()[0] == str(good) and len(out.splitlines()) == 6
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(l.startswith("minicct.predict: skipped ") for l in lines)
+    assert "missing.png: no such file" in lines[0] and "is a folder" in lines[1] and "bad.jpg could not be read" in lines[2]
+    assert "delete or replace" not in err and "Traceback" not in err
+

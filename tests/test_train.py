@@ -47,25 +47,28 @@ def weights(path):
 
 # ---- settings ----------------------------------------------------------------------------------
 def test_defaults_are_the_paper_recipe():
-    args, _ = parse_args(["cifar10"])
-    assert (args.model, args.batch_size, args.lr, args.weight_decay) == ("cct_2_3x2_32", 128, 5.5e-4, 0.06)
-    assert (args.epochs, args.warmup_epochs, args.warmup_lr, args.cooldown_epochs, args.min_lr) == (
-        300, 10, 1e-5, 10, 1e-5)
-    assert (args.aa, args.mixup, args.cutmix, args.mixup_off_epoch, args.reprob, args.smoothing) == (
+    c = parse_args(["cifar10"])
+    assert (c.model.name, c.optim.batch_size, c.optim.lr, c.optim.weight_decay) == ("cct_2_3x2_32", 128, 5.5e-4, 0.06)
+    s = c.schedule
+    assert (s.epochs, s.warmup_epochs, s.warmup_lr, s.cooldown_epochs, s.min_lr, s.total_epochs) == (
+        300, 10, 1e-5, 10, 1e-5, 310)
+    a = c.augment
+    assert (a.aa, a.mixup, a.cutmix, a.mixup_off_epoch, a.reprob, a.smoothing) == (
         "rand-m9-mstd0.5-inc1", 0.8, 1.0, 175, 0.25, 0.1)
-    assert args.preset is None
+    assert c.run.preset is None and c.notes == ()
 
 
 def test_presets_apply_and_flags_win():
-    args, _ = parse_args(["shapes"])
-    assert args.preset == "shapes" and args.epochs == PRESETS["shapes"]["epochs"] and args.mixup == 0.0
-    args, explicit = parse_args(["shapes", "--epochs", "2"])
-    assert args.epochs == 2 and "epochs" in explicit
-    assert parse_args(["shapes"])[0].model_kwargs == {"embedding_dim": 64, "in_planes": 32,
-                                                      "attention_dropout": 0.0, "stochastic_depth": 0.0}
-    assert parse_args(["shapes", "--model", "cct_7_3x1_32"])[0].model_kwargs == {}  # the preset's toy sizes go too
-    args, _ = parse_args(["cifar10", "--preset", "fast-cpu"])
-    assert args.epochs == PRESETS["fast-cpu"]["epochs"]
+    c = parse_args(["shapes"])
+    assert c.run.preset == "shapes" and c.schedule.epochs == PRESETS["shapes"]["epochs"] and c.augment.mixup == 0.0
+    c = parse_args(["shapes", "--epochs", "2"])
+    assert c.schedule.epochs == 2 and "epochs" in c.explicit
+    assert parse_args(["shapes"]).model.kwargs == {"embedding_dim": 64, "in_planes": 32,
+                                                   "attention_dropout": 0.0, "stochastic_depth": 0.0}
+    assert parse_args(["shapes"]).model.label == "cct_2_3x2_32-w64"   # the narrow model says so
+    assert parse_args(["shapes", "--model", "cct_7_3x1_32"]).model.kwargs == {}  # the preset's toy sizes go too
+    c = parse_args(["cifar10", "--preset", "fast-cpu"])
+    assert c.schedule.epochs == PRESETS["fast-cpu"]["epochs"]
 
 
 def test_help_documents_every_flag():
@@ -78,12 +81,48 @@ def test_help_documents_every_flag():
         assert flag in out, flag
 
 
+def test_short_epochs_scale_the_recipe_and_say_so():
+    """--epochs 1 alone used to run 11 epochs (10 of them warming up at 1e-5)."""
+    c = parse_args(["cifar10", "--epochs", "1"])
+    s = c.schedule
+    assert (s.epochs, s.warmup_epochs, s.cooldown_epochs, s.total_epochs) == (1, 0, 0, 1)
+    assert "warm-up 10 -> 0, cooldown 10 -> 0" in c.notes[0] and "--warmup-epochs" in c.notes[0]
+    s = parse_args(["cifar10", "--epochs", "30"]).schedule
+    assert (s.warmup_epochs, s.cooldown_epochs, s.total_epochs) == (1, 1, 31)
+    s = parse_args(["cifar10", "--epochs", "150"]).schedule
+    assert (s.warmup_epochs, s.cooldown_epochs) == (5, 5)
+    s = parse_args(["cifar10", "--epochs", "30", "--warmup-epochs", "3"]).schedule   # given: kept
+    assert (s.warmup_epochs, s.cooldown_epochs) == (3, 1)
+    c = parse_args(["cifar10", "--epochs", "600"])                       # longer: the recipe's own
+    assert (c.schedule.warmup_epochs, c.schedule.cooldown_epochs, c.notes) == (10, 10, ())
+    assert parse_args(["cifar10"]).schedule.total_epochs == 310          # no --epochs: the recipe
+    s = parse_args(["shapes", "--epochs", "3"]).schedule                 # a preset's own warm-up stays
+    assert (s.warmup_epochs, s.cooldown_epochs) == (0, 0)
+    saved = parse_args(["cifar10", "--epochs", "30"]).flags()            # --resume: the saved 1/1 stay
+    s = parse_args(["--resume", "x", "--epochs", "20"], saved=saved).schedule
+    assert (s.epochs, s.warmup_epochs, s.cooldown_epochs) == (20, 1, 1)
+
+
+def test_config_is_frozen_and_time_limit_makes_a_new_one():
+    import dataclasses
+    c = parse_args(["cifar10"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.schedule.epochs = 3
+    d = c.with_epochs(12)
+    assert (c.schedule.epochs, d.schedule.epochs, d.schedule.total_epochs, d.optim) == (300, 12, 22, c.optim)
+    assert d.flags()["epochs"] == 12 and c.flags()["epochs"] == 300
+
+
 # ---- a run --------------------------------------------------------------------------------------
 def test_shapes_smoke_run_writes_everything(tmp_path, capsys):
     code, out, err = run(tiny_args(tmp_path, epochs=2), capsys)
     assert code == 0, err
     assert "epoch   0/2" in out and "epoch   1/2" in out and "top-1" in out and "data wait" in out
     assert "to go" in out  # the time estimate after the first epoch
+    # the header: the narrow model's label, every part of the schedule, plurals
+    assert "cct_2_3x2_32-w32 (cct_2_3x2_32 with embedding_dim=32" in out
+    assert "2 epochs (cosine 2 with a warm-up of 1 from lr 1e-05 inside it, then a cooldown of 0" in out
+    assert "6 classes" in out and "0 data workers" in out
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,train_loss,test_loss,test_top1,test_top5") and len(rows) == 3
     from PIL import Image
@@ -133,12 +172,13 @@ def test_sched_on_updates_sets_the_lr_before_every_update(tmp_path, monkeypatch)
         return real(self)
 
     monkeypatch.setattr(AdamW, "step", record)
-    args, _ = parse_args(tiny_args(tmp_path, "--sched-on-updates", "--aa", "none", "--mixup", "0",
-                                   "--cutmix", "0", epochs=2))
-    Trainer(args, log=lambda *a: None, progress=False).fit()
-    ref = CosineLRScheduler(args.lr, 2, min_lr=args.min_lr, warmup_epochs=1, warmup_lr=args.warmup_lr)
+    c = parse_args(tiny_args(tmp_path, "--sched-on-updates", "--aa", "none", "--mixup", "0",
+                             "--cutmix", "0", epochs=2))
+    Trainer(c, log=lambda *a: None, progress=False).fit()
+    s = c.schedule
+    ref = CosineLRScheduler(c.optim.lr, 2, min_lr=s.min_lr, warmup_epochs=1, warmup_lr=s.warmup_lr)
     assert np.allclose(seen, [ref.lr_at(e + s / 6) for e in range(2) for s in range(6)])
-    assert all(a < b for a, b in zip(seen[:6], seen[1:6])) and seen[5] < args.lr   # climbing within epoch 0
+    assert all(a < b for a, b in zip(seen[:6], seen[1:6])) and seen[5] < c.optim.lr   # climbing within epoch 0
 
 
 def test_epochs_within_a_time_limit():
@@ -165,12 +205,18 @@ def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):
     assert code == 0, err
     assert f"epoch   2/{sized}" in out and "sized to" not in out
     assert ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"] == sized
+    # epochs 1 and 2 followed the new, longer cosine (not the 2-epoch one planned at the start)
+    from minicct.optim.scheduler import CosineLRScheduler
+    ref = CosineLRScheduler(PRESETS["shapes"]["lr"], sized, min_lr=1e-5, warmup_epochs=1, warmup_lr=1e-5)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()[1:]
+    lrs = [float(r.split(",")[1]) for r in rows]
+    assert np.allclose(lrs, [ref.lr_at(e) for e in range(3)], rtol=1e-5) and lrs[2] > 1e-3
 
 
 def test_time_limit_that_leaves_no_room_ends_after_one_epoch(tmp_path, capsys):
     code, out, err = run(tiny_args(tmp_path, "--time-limit", "0.0001", "--aa", "none", epochs=5), capsys)
     assert code == 0, err
-    assert "sized to 2 epochs" in out or "sized to 1 epochs" in out
+    assert "sized to 2 epochs" in out or "sized to 1 epoch " in out
     assert ckpt_io.load_checkpoint(tmp_path / "last.npz")["args"]["epochs"] <= 2
 
 
@@ -216,10 +262,51 @@ def test_gpu_without_cupy_is_one_clear_line(tmp_path, capsys):
 
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
-    code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", epochs=1), capsys)
+    code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", epochs=2), capsys)
     assert code == 0, err
-    code, _, err = run(tiny_args(tmp_path, epochs=1), capsys)
+    code, _, err = run(tiny_args(tmp_path, epochs=2), capsys)
     assert code == 2 and "--resume auto" in err
+    code, _, err = run(["--resume", str(tmp_path), "--model", "cct_7_3x1_32"], capsys)   # another model
+    assert code == 2 and "holds a cct_2_3x2_32 model, but --model cct_7_3x1_32" in err and err.count("\n") == 1
+
+
+def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a for a in tiny_args("x", "--stop-epoch", "1", epochs=2) if a not in ("--output", "x")]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    first = Path("runs/shapes-cct_2_3x2_32-w32")
+    assert (first / "last.npz").is_file() and f"output: {first}\n" in out
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    second = Path("runs/shapes-cct_2_3x2_32-w32-2")
+    assert (second / "last.npz").is_file()
+    assert f"output: {second} (a new folder, since {first} holds a run; continue that one with --resume {first})" in out
+    code, out, err = run(["shapes", *TINY, "--resume", "auto"], capsys)
+    assert code == 0, err
+    assert f"resumed from {second / 'last.npz'} after epoch 0, 1 epoch to go (--resume auto: the newest of 2 " \
+           f"runs, {first}, {second})" in out
+    assert ckpt_io.load_checkpoint(second / "last.npz")["epoch"] == 2
+    assert ckpt_io.load_checkpoint(first / "last.npz")["epoch"] == 1
+
+
+def test_resume_remembers_the_data_folder(tmp_path, capsys, monkeypatch):
+    """A CIFAR run from --data-dir (here CIFAR's own folder) resumes with --resume PATH alone, from
+    another working directory."""
+    from test_data_subset import write_cifar10
+    folder = write_cifar10(tmp_path / "data", per_batch=16)
+    argv = ["cifar10", *TINY, "--epochs", "2", "--stop-epoch", "1", "--warmup-epochs", "0", "--batch-size", "16",
+            "--aa", "none", "--mixup", "0", "--cutmix", "0", "--workers", "0", "--data-dir", str(folder),
+            "--output", str(tmp_path / "run")]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    saved = ckpt_io.load_checkpoint(tmp_path / "run" / "last.npz")["args"]["data_dir"]
+    assert saved == str(folder.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, err = run(["--resume", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "resumed from" in out and ckpt_io.load_checkpoint(tmp_path / "run" / "last.npz")["epoch"] == 2
 
 
 # ---- checkpoints --------------------------------------------------------------------------------

@@ -6,28 +6,38 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
+
+from minicct.cli import ArgumentParser, non_negative, positive, run_cli
+from minicct.errors import RunError
 
 
 def main(argv=None):
-    from minicct.data import DatasetError, Normalize, get_dataset, train_loader
+    from minicct.data import Normalize, get_dataset, train_loader
 
-    p = argparse.ArgumentParser(prog="python -m minicct.data", description=__doc__.split("\n")[0])
-    p.add_argument("dataset", nargs="?", default="shapes", help="cifar10, cifar100, shapes or an image folder")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--batches", type=int, default=None, help="batches per measurement (default: one epoch)")
+    p = ArgumentParser(prog="python -m minicct.data", description=__doc__)
+    p.add_argument("dataset", nargs="?", default="shapes",
+                   help="cifar10, cifar100, shapes or an image folder (default: shapes)")
+    p.add_argument("--data-dir", default=None, help="an existing folder where CIFAR is (default: data/)")
+    p.add_argument("--workers", type=non_negative(int, "--workers 0 1 2"), nargs="+", default=[0, 1, 2],
+                   help="worker counts to measure (default: 0 1 2)")
+    p.add_argument("--batch-size", type=positive(int, "--batch-size 128"), default=128,
+                   help="batch size (default: 128)")
+    p.add_argument("--batches", type=positive(int, "--batches 100"), default=None,
+                   help="batches per measurement (default: one epoch)")
     p.add_argument("--grid", default=None, help="save the first batch (de-normalised) to this PNG and stop")
     a = p.parse_args(argv)
-    try:
-        train, _ = get_dataset(a.dataset, data_dir=a.data_dir)
-    except DatasetError as e:
-        sys.exit(f"error: {e}")
+    if a.data_dir is not None and not Path(a.data_dir).is_dir():
+        raise RunError(f"--data-dir {a.data_dir}: no such folder; give the folder that holds the data, "
+                       f"or leave --data-dir out to use data/")
+    if a.grid is not None and (Path(a.grid).suffix.lower() != ".png" or not Path(a.grid).parent.is_dir()):
+        raise RunError(f"--grid {a.grid}: give a .png path in an existing folder, e.g. --grid batch.png")
+    train, _ = get_dataset(a.dataset, data_dir=a.data_dir)
     print(train)
 
     if a.grid:
@@ -38,7 +48,7 @@ def main(argv=None):
         Image.fromarray(np.concatenate(rows, axis=0)).resize(
             (rows[0].shape[1] * 3, len(rows) * rows[0].shape[0] * 3), Image.Resampling.NEAREST).save(a.grid)
         print(f"wrote {a.grid}")
-        return
+        return 0
 
     for w in a.workers:
         with train_loader(train, batch_size=a.batch_size, workers=w) as loader:
@@ -51,7 +61,8 @@ def main(argv=None):
             dt = time.perf_counter() - t0
         print(f"workers={w}: {n} images in {dt:.2f} s = {n / dt:,.0f} images/s "
               f"(a {len(train):,}-image epoch: {len(train) / (n / dt):.1f} s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main, prog="minicct.data"))

@@ -2,7 +2,8 @@
 
 Where the data comes from, first match wins:
 
-1. ``<data_dir>/cifar-10-batches-py/`` (or ``cifar-100-python/``) already extracted: used as is.
+1. ``<data_dir>/cifar-10-batches-py/`` (or ``cifar-100-python/``) already extracted: used as is
+   (``data_dir`` may also be that folder itself).
 2. ``<data_dir>/cifar-10-python.tar.gz``: MD5-checked, then extracted.
 3. Downloaded from the official URL into ``<data_dir>``, then as 2.
 
@@ -65,6 +66,8 @@ def load_cifar(name: str = "cifar10", data_dir=None, download: bool = True) -> S
     spec = CIFAR[name]
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     folder = data_dir / spec["folder"]
+    if (data_dir / spec["meta_file"]).is_file() and (data_dir / spec["train_files"][0]).is_file():
+        folder = data_dir   # data_dir is the unpacked folder itself (e.g. --data-dir .../cifar-10-batches-py)
     if not folder.is_dir():
         archive = data_dir / archive_name(spec["url"])
         if not archive.is_file():

@@ -20,6 +20,7 @@ that message without a traceback.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,28 @@ class Splits(NamedTuple):
     """``train, test = get_dataset(...)``; ``test`` shares ``train``'s mean and std."""
     train: ImageDataset
     test: ImageDataset
+
+
+def balanced_subset(dataset: ImageDataset, n: int, seed: int = 0) -> ImageDataset:
+    """``n`` images of ``dataset`` with every class as equally represented as it can be (counts
+    differ by at most one, unless a class runs out), chosen at random with a fixed ``seed``, kept in
+    the dataset's order. The first n files of an image folder would all be one class.
+
+    The same (dataset, n, seed) always gives the same subset: --test-limit in training and --limit
+    in evaluation see the same images. n >= len(dataset) returns the dataset itself."""
+    if n >= len(dataset):
+        return dataset
+    rng = np.random.default_rng(seed)
+    labels = dataset.labels
+    # rank of each image within its class (in a shuffled order), then classes in a shuffled order:
+    # sorting by (rank, class position) deals the images out one class at a time
+    rank = np.empty(len(labels), np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rank[rng.permutation(idx)] = np.arange(len(idx))
+    class_pos = rng.permutation(int(labels.max()) + 1)[labels]
+    chosen = np.sort(np.lexsort((class_pos, rank))[:n])
+    return dataclasses.replace(dataset, images=dataset.images[chosen], labels=labels[chosen])
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096):

@@ -9,9 +9,28 @@ The file format (a nested dict of arrays and plain values in one ``.npz``, writt
 """
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 from minicct.errors import CheckpointError  # noqa: F401  (raised by the readers; imported from here too)
+from minicct.formats import npz
 from minicct.formats.files import atomic_write  # noqa: F401
-from minicct.formats.npz import load_checkpoint, save_checkpoint  # noqa: F401
+from minicct.formats.npz import save_checkpoint  # noqa: F401
+
+
+def load_checkpoint(path) -> dict:
+    """``minicct.formats.npz.load_checkpoint``, after two checks that give the commands' users a
+    clear message: a folder names its best.npz as the fix, and a file that is not a zip archive is
+    refused before NumPy reads it (NumPy would take a text file for a pickle and suggest
+    ``allow_pickle=True``, which is unsafe advice)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is a folder, not a checkpoint: give a file in it, e.g. "
+                              f"{str(path / 'best.npz')!r}")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{str(path)!r} is not a minicct checkpoint (not an .npz archive): give a "
+                              f"last.npz or best.npz written by python -m minicct.train")
+    return npz.load_checkpoint(path)
 
 
 def model_from_checkpoint(ckpt: dict, device="cpu"):

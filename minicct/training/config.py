@@ -1,22 +1,48 @@
-"""The training command's flags, their defaults (the paper's CIFAR-10 recipe) and the presets.
+"""The training command's settings: the flags, their defaults (the paper's CIFAR-10 recipe), the
+presets, and ``Config``, the one object a run is built from.
 
 Where a setting comes from, lowest to highest priority:
 
-    1. the flag defaults below: CCT-2/3x2 on CIFAR-10 as the official ``configs/datasets/cifar10.yml``
-       runs it through timm (300 cosine epochs + 10 warmup inside them + 10 cooldown = 310 epochs)
+    1. ``DEFAULTS``: CCT-2/3x2 on CIFAR-10 as the official ``configs/datasets/cifar10.yml`` runs it
+       through timm (300 cosine epochs + 10 warmup inside them + 10 cooldown = 310 epochs)
     2. a preset (``--preset NAME``; ``shapes`` applies by itself to the shapes dataset): a dict of
        flag defaults in ``PRESETS``
     3. with ``--resume``, the settings stored in the checkpoint (so a bare ``--resume auto`` continues
-       the same run)
+       the same run, on the same data folder)
     4. flags given on the command line
+
+One rule changes a default: ``--epochs N`` below the recipe's 300, with the warm-up and cooldown
+left to the recipe, scales them with it (``--epochs 30``: warm-up 1, cooldown 1), a short version
+of the same recipe; the run's header says so. A warm-up given (or preset) as long as the run is an error.
+
+    flags = parse_flags(argv)                 # only the flags given, each checked once
+    config = make_config(flags, saved)        # + defaults, preset, checkpoint; checked together; frozen
+    config.optim.lr, config.schedule.total_epochs, config.run.output, config.flags()
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import difflib
+import math
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from minicct import backend
+from minicct.cli import ArgumentParser, non_negative, plural, positive, probability
+from minicct.errors import RunError
+
+# The paper's recipe: every flag's default (argparse dest names).
+DEFAULTS = dict(
+    dataset=None, model="cct_2_3x2_32", model_kwargs=[], img_size=None,
+    epochs=300, batch_size=128, lr=5.5e-4, weight_decay=0.06, warmup_epochs=10, warmup_lr=1e-5,
+    cooldown_epochs=10, min_lr=1e-5, sched_on_updates=False, time_limit=None,
+    aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
+    mixup_off_epoch=175, reprob=0.25, smoothing=0.1,
+    preset=None, seed=42, device=None, workers=2, data_dir=None, output=None, resume=None,
+    eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None,
+)
 
 # Each preset is a dict of flag defaults (argparse dest names), applied over the recipe's defaults.
 PRESETS = {
@@ -45,131 +71,359 @@ PRESETS = {
 }
 
 
-def build_parser(argument_default=None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m minicct.train", argument_default=argument_default,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train a Compact Transformer (CCT / CVT / ViT-Lite). With no flags: the paper's "
-                    "CIFAR-10 recipe for cct_2_3x2_32 (310 epochs).",
-        epilog="examples:\n"
-               "  python -m minicct.train cifar10                      # the paper's recipe\n"
-               "  python -m minicct.train shapes                       # offline, about a minute on a CPU\n"
-               "  python -m minicct.train path/to/folder --img-size 64 # your own ImageFolder data\n"
-               "  python -m minicct.train cifar10 --resume auto        # continue runs/cifar10-cct_2_3x2_32\n"
-               "Presets (--preset): " + ", ".join(PRESETS))
-    d = (lambda v: v) if argument_default is None else (lambda v: argument_default)
-    p.add_argument("dataset", nargs="?", default=d(None),
-                   help="'cifar10', 'cifar100', 'shapes', or an ImageFolder root (train/<class>/*, "
-                        "test/<class>/* or val/<class>/*); may be left out with --resume")
+DATASETS = ("cifar10", "cifar100", "shapes")
 
+EXAMPLES = """examples:
+  python -m minicct.train cifar10                       # the paper's recipe: 310 epochs (~18 h on 2 CPU cores)
+  python -m minicct.train cifar10 --preset fast-cpu     # 78-80% in 30 minutes on 2 CPU cores
+  python -m minicct.train cifar10 --epochs 30           # the recipe, shortened: warm-up/cooldown scaled to 1
+  python -m minicct.train shapes                        # offline synthetic data, about a minute on a CPU
+  python -m minicct.train path/to/folder --img-size 64  # your own ImageFolder data
+  python -m minicct.train cifar10 --resume auto         # continue the newest runs/cifar10-cct_2_3x2_32[-N]
+
+A new run writes to runs/<dataset>-<model>, or to runs/<dataset>-<model>-2, -3 ... when that folder
+already holds a run (the header says which); --output DIR names the folder (an error if it holds one).
+"""
+
+
+def build_parser() -> ArgumentParser:
+    """The one parser. Every flag's default is SUPPRESS, so parsing yields only the flags given; the
+    defaults live in DEFAULTS (shown once in the help)."""
+    p = ArgumentParser(prog="python -m minicct.train", argument_default=argparse.SUPPRESS,
+                       description="Train a Compact Transformer (CCT / CVT / ViT-Lite). With no flags: the "
+                                   "paper's CIFAR-10\nrecipe for cct_2_3x2_32 (310 epochs).",
+                       epilog=EXAMPLES + "presets (--preset): " + ", ".join(PRESETS))
+
+    def add(group, *names, help, **kw):
+        dest = kw.get("dest") or names[0].lstrip("-").replace("-", "_")
+        default = DEFAULTS[dest]
+        if default not in (None, False, []):   # shown once, here (help strings never repeat it)
+            help += f" (default: {default:g})" if isinstance(default, float) else f" (default: {default})"
+        group.add_argument(*names, help=help, **kw)
+
+    add(p, "dataset", nargs="?", help="'cifar10', 'cifar100', 'shapes', or an ImageFolder root (train/<class>/*, "
+                                      "test/<class>/* or val/<class>/*); may be left out with --resume PATH")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=d("cct_2_3x2_32"), help="model name (see minicct.models.list_models())")
-    g.add_argument("--model-kwargs", nargs="*", default=d([]), metavar="KEY=VALUE",
-                   help="extra create_model arguments, e.g. embedding_dim=64 num_layers=1 stochastic_depth=0")
-    g.add_argument("--img-size", type=int, default=d(None),
-                   help="side of the square input; default: the dataset's own (32 for CIFAR and shapes)")
+    add(g, "--model", help="model name, e.g. cct_7_3x1_32 (python -c 'import minicct.models as m; "
+                           "print(m.list_models())' lists them)")
+    add(g, "--model-kwargs", nargs="*", metavar="KEY=VALUE", type=kwarg_item,
+        help="extra create_model arguments, e.g. embedding_dim=64 num_layers=1 stochastic_depth=0")
+    add(g, "--img-size", type=positive(int, "--img-size 32"),
+        help="side of the square input; default: the dataset's own (32 for CIFAR and shapes)")
 
     g = p.add_argument_group("optimisation (AdamW, timm's cosine schedule stepped per epoch)")
-    g.add_argument("--epochs", type=int, default=d(300),
-                   help="length of the cosine schedule; the run lasts epochs + cooldown-epochs")
-    g.add_argument("--batch-size", "-b", type=int, default=d(128),
-                   help="training batch (the last partial batch is dropped)")
-    g.add_argument("--lr", type=float, default=d(5.5e-4), help="peak learning rate")
-    g.add_argument("--weight-decay", type=float, default=d(0.06),
-                   help="decoupled weight decay (not on biases and 1-D parameters)")
-    g.add_argument("--warmup-epochs", type=int, default=d(10), help="linear warmup epochs (inside the cosine)")
-    g.add_argument("--warmup-lr", type=float, default=d(1e-5), help="learning rate of epoch 0")
-    g.add_argument("--cooldown-epochs", type=int, default=d(10), help="epochs at min-lr after the cosine")
-    g.add_argument("--min-lr", type=float, default=d(1e-5), help="floor of the cosine and the cooldown's lr")
-    g.add_argument("--sched-on-updates", action="store_true", default=d(False),
-                   help="set the learning rate before every update (the schedule at fractional epochs) "
-                        "instead of once per epoch: smoother for short runs")
-    g.add_argument("--time-limit", type=float, default=d(None), metavar="MINUTES",
-                   help="size the run to end within this many minutes: after the first epoch, --epochs "
-                        "becomes as many epochs as fit at the measured pace (saved, so --resume keeps it)")
+    add(g, "--epochs", type=positive(int, "--epochs 300"),
+        help="length of the cosine; the run lasts epochs + cooldown. Below 300, a warm-up and cooldown "
+             "left to the recipe are scaled with it")
+    add(g, "--batch-size", "-b", type=positive(int, "--batch-size 128"),
+        help="training batch (the last partial batch is dropped)")
+    add(g, "--lr", type=positive(float, "--lr 5.5e-4"), help="peak learning rate")
+    add(g, "--weight-decay", type=non_negative(float, "--weight-decay 0.06"),
+        help="decoupled weight decay (not on biases and 1-D parameters)")
+    add(g, "--warmup-epochs", type=non_negative(int, "--warmup-epochs 10"),
+        help="linear warm-up epochs (inside the cosine)")
+    add(g, "--warmup-lr", type=non_negative(float, "--warmup-lr 1e-5"), help="learning rate of epoch 0")
+    add(g, "--cooldown-epochs", type=non_negative(int, "--cooldown-epochs 10"),
+        help="epochs at --min-lr after the cosine")
+    add(g, "--min-lr", type=non_negative(float, "--min-lr 1e-5"), help="floor of the cosine and the cooldown's lr")
+    add(g, "--sched-on-updates", action="store_true",
+        help="set the learning rate before every update (the schedule at fractional epochs) instead of "
+             "once per epoch: smoother for short runs")
+    add(g, "--time-limit", type=positive(float, "--time-limit 30"), metavar="MINUTES",
+        help="size the run to end within this many minutes: after the first epoch, --epochs becomes as "
+             "many epochs as fit at the measured pace (saved, so --resume keeps it)")
 
     g = p.add_argument_group("augmentation and regularisation (timm's semantics)")
-    g.add_argument("--aa", default=d("rand-m9-mstd0.5-inc1"), help="RandAugment policy, or 'none'")
-    g.add_argument("--mixup", type=float, default=d(0.8), help="Mixup alpha (0 = off)")
-    g.add_argument("--cutmix", type=float, default=d(1.0), help="CutMix alpha (0 = off)")
-    g.add_argument("--mixup-prob", type=float, default=d(1.0), help="probability of mixing a batch")
-    g.add_argument("--mixup-switch-prob", type=float, default=d(0.5),
-                   help="probability of CutMix instead of Mixup when both are on")
-    g.add_argument("--mixup-off-epoch", type=int, default=d(175), help="no mixing from this epoch on (0 = never off)")
-    g.add_argument("--reprob", type=float, default=d(0.25), help="random erasing probability")
-    g.add_argument("--smoothing", type=float, default=d(0.1), help="label smoothing")
+    add(g, "--aa", help="RandAugment policy (rand-m<magnitude>[-mstd<std>][-inc1][-n<ops>]), or 'none'")
+    add(g, "--mixup", type=non_negative(float, "--mixup 0.8"), help="Mixup alpha (0 = off)")
+    add(g, "--cutmix", type=non_negative(float, "--cutmix 1.0"), help="CutMix alpha (0 = off)")
+    add(g, "--mixup-prob", type=probability("--mixup-prob 1.0"), help="probability of mixing a batch")
+    add(g, "--mixup-switch-prob", type=probability("--mixup-switch-prob 0.5"),
+        help="probability of CutMix instead of Mixup when both are on")
+    add(g, "--mixup-off-epoch", type=non_negative(int, "--mixup-off-epoch 175"),
+        help="no mixing from this epoch on (0 = never off)")
+    add(g, "--reprob", type=probability("--reprob 0.25"), help="random erasing probability")
+    add(g, "--smoothing", type=probability("--smoothing 0.1"), help="label smoothing")
 
     g = p.add_argument_group("run")
-    g.add_argument("--preset", default=d(None), choices=sorted(PRESETS),
-                   help="a named set of defaults (the shapes dataset uses 'shapes' unless told otherwise)")
-    g.add_argument("--seed", type=int, default=d(42), help="seed of initialisation, data order, augmentation, dropout")
-    g.add_argument("--device", default=d(None), help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
-    g.add_argument("--workers", "-j", type=int, default=d(2), help="background processes preparing batches (0 = none)")
-    g.add_argument("--data-dir", default=d(None), help="where CIFAR lives or is downloaded (default: data/)")
-    g.add_argument("--output", default=d(None), help="run folder (default: runs/<dataset>-<model>)")
-    g.add_argument("--resume", default=d(None), metavar="PATH|auto",
-                   help="continue from a checkpoint; 'auto' = <output>/last.npz")
-    g.add_argument("--eval-batch-size", type=int, default=d(256), help="batch size for evaluation")
-    g.add_argument("--stop-epoch", type=int, default=d(None),
-                   help="stop before this epoch (the schedule is unchanged): a bounded run to --resume later")
-    g.add_argument("--train-limit", type=int, default=d(None),
-                   help="use only the first N training images (quick checks)")
-    g.add_argument("--test-limit", type=int, default=d(None), help="use only the first N test images (quick checks)")
+    add(g, "--preset", choices=sorted(PRESETS),
+        help="a named set of defaults (the shapes dataset uses 'shapes' unless told otherwise)")
+    add(g, "--seed", type=non_negative(int, "--seed 42"),
+        help="seed of initialisation, data order, augmentation, dropout")
+    add(g, "--device", help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
+    add(g, "--workers", "-j", type=non_negative(int, "--workers 2"),
+        help="background processes preparing batches (0 = none)")
+    add(g, "--data-dir", help="an existing folder where CIFAR is (or is downloaded to); the "
+                              "cifar-10-batches-py folder itself works too (default: data/; saved for --resume)")
+    add(g, "--output", help="run folder (default: runs/<dataset>-<model>, -2, -3... for later runs)")
+    add(g, "--resume", metavar="PATH|auto",
+        help="continue from a checkpoint or run folder; 'auto' = the newest run in --output or "
+             "runs/<dataset>-<model>[-N]")
+    add(g, "--eval-batch-size", type=positive(int, "--eval-batch-size 256"), help="batch size for evaluation")
+    add(g, "--stop-epoch", type=positive(int, "--stop-epoch 5"),
+        help="stop before this epoch (the schedule is unchanged): a bounded run to --resume later")
+    add(g, "--train-limit", type=positive(int, "--train-limit 5000"),
+        help="use N training images, the same number from each class (a fixed choice): quick checks")
+    add(g, "--test-limit", type=positive(int, "--test-limit 1000"),
+        help="use N test images, the same number from each class (a fixed choice): quick checks")
     return p
 
 
 # The settings a resumed run takes from its checkpoint unless given again on the command line:
 # everything except these, which describe the machine or this invocation rather than the run
 # (the output folder is where the checkpoint is, unless --output says otherwise).
-NOT_RESUMED = {"resume", "stop_epoch", "device", "workers", "data_dir", "output"}
+NOT_RESUMED = {"resume", "stop_epoch", "device", "workers", "output"}
+
+# Where each flag lives in Config: dest -> (group, field).
+GROUPS = {
+    "model": {"model": "name", "model_kwargs": "kwargs", "img_size": "img_size"},
+    "optim": {"lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size"},
+    "schedule": {k: k for k in ("epochs", "warmup_epochs", "warmup_lr", "cooldown_epochs", "min_lr",
+                                "sched_on_updates", "time_limit")},
+    "augment": {k: k for k in ("aa", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_off_epoch",
+                               "reprob", "smoothing")},
+    "run": {k: k for k in ("dataset", "preset", "seed", "device", "workers", "data_dir", "output", "resume",
+                           "eval_batch_size", "stop_epoch", "train_limit", "test_limit")},
+}
 
 
-def parse_args(argv=None, checkpoint_args=None):
-    """Parse the command line into a Namespace, applying a preset and (for --resume) saved settings.
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    kwargs: dict
+    img_size: int | None
 
-    checkpoint_args: a callable ``(settings: dict) -> dict or None`` that returns the settings saved
-    in the checkpoint that ``settings['resume']`` names (only called when --resume is given).
-    Returns (args, explicit) where ``explicit`` is the set of flags given on the command line.
-    """
+    @property
+    def label(self):
+        """The model's name in run folders: ``cct_2_3x2_32``, or ``cct_2_3x2_32-w64`` when
+        --model-kwargs changes its width (the shapes preset's narrow model)."""
+        width = self.kwargs.get("embedding_dim")
+        return f"{self.name}-w{width}" if width is not None else self.name
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float
+    weight_decay: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    epochs: int              # the cosine's length
+    warmup_epochs: int
+    warmup_lr: float
+    cooldown_epochs: int
+    min_lr: float
+    sched_on_updates: bool
+    time_limit: float | None
+
+    @property
+    def total_epochs(self):
+        return self.epochs + self.cooldown_epochs
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    aa: str
+    mixup: float
+    cutmix: float
+    mixup_prob: float
+    mixup_switch_prob: float
+    mixup_off_epoch: int
+    reprob: float
+    smoothing: float
+
+    @property
+    def policy(self):
+        """The RandAugment policy string, or None for 'none'."""
+        return None if str(self.aa).lower() in ("", "none", "off") else self.aa
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str
+    preset: str | None
+    seed: int
+    device: str
+    workers: int
+    data_dir: str | None
+    output: str | None
+    resume: str | None
+    eval_batch_size: int
+    stop_epoch: int | None
+    train_limit: int | None
+    test_limit: int | None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a run, in groups; built once (``make_config``) and never changed. A run that
+    must change one (--time-limit) makes a new Config with ``with_epochs``."""
+    model: ModelConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    augment: AugmentConfig
+    run: RunConfig
+    explicit: frozenset = frozenset()      # the flags given on the command line
+    notes: tuple = ()                      # defaults that were adapted (said in the run's header)
+
+    @classmethod
+    def from_flags(cls, values: dict, explicit=(), notes=()):
+        groups = {g: {f: values[dest] for dest, f in fields.items()} for g, fields in GROUPS.items()}
+        return cls(ModelConfig(**groups["model"]), OptimConfig(**groups["optim"]),
+                   ScheduleConfig(**groups["schedule"]), AugmentConfig(**groups["augment"]),
+                   RunConfig(**groups["run"]), frozenset(explicit), tuple(notes))
+
+    def flags(self) -> dict:
+        """dest -> value for every flag: what a checkpoint saves (and --resume reads back)."""
+        out = {dest: getattr(getattr(self, g), f) for g, fields in GROUPS.items() for dest, f in fields.items()}
+        out["model_kwargs"] = dict(out["model_kwargs"])
+        return out
+
+    def with_epochs(self, epochs):
+        """The same run with a cosine of ``epochs`` epochs (what --time-limit decides)."""
+        return dataclasses.replace(self, schedule=dataclasses.replace(self.schedule, epochs=epochs))
+
+
+# ---- from the command line to a Config -----------------------------------------------------------
+def parse_flags(argv=None) -> dict:
+    """The flags given on the command line, each checked (dest -> value); --help prints and exits."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    parser.parse_args(argv)  # --help, and one clear message for an unknown or malformed flag
-    defaults = vars(parser.parse_args([]))
-    explicit = vars(build_parser(argument_default=argparse.SUPPRESS).parse_args(argv))
+    return vars(build_parser().parse_args(argv))
 
-    def merge(saved):
-        preset = explicit.get("preset", saved.get("preset"))
-        dataset = explicit.get("dataset", saved.get("dataset"))
-        if preset is None and dataset is not None and str(dataset).lower() == "shapes":
-            preset = "shapes"
-        chosen = dict(PRESETS.get(preset, {}))
-        if "model" in explicit:  # a preset's model_kwargs belong to the preset's model
-            chosen.pop("model_kwargs", None)
-        return {**defaults, **chosen, **saved, **explicit, "preset": preset}
 
-    values = merge({})
-    if values["resume"] and checkpoint_args is not None:
-        saved = checkpoint_args(values) or {}
-        values = merge({k: v for k, v in saved.items() if k in defaults and k not in NOT_RESUMED})
-    args = argparse.Namespace(**values)
-    if args.dataset is None:
-        parser.error("a dataset is needed ('cifar10', 'cifar100', 'shapes' or a folder), or --resume PATH")
+def merge(explicit: dict, saved: dict | None = None):
+    """Defaults < preset < saved (a checkpoint's settings) < explicit. Returns (values, notes)."""
+    saved = {k: v for k, v in (saved or {}).items() if k in DEFAULTS and k not in NOT_RESUMED}
+    preset = explicit.get("preset", saved.get("preset"))
+    dataset = explicit.get("dataset", saved.get("dataset"))
+    if preset is None and dataset is not None and str(dataset).lower() == "shapes":
+        preset = "shapes"
+    chosen = dict(PRESETS.get(preset, {}))
+    if "model" in explicit:  # a preset's model_kwargs belong to the preset's model
+        chosen.pop("model_kwargs", None)
+    values = {**DEFAULTS, **chosen, **saved, **explicit, "preset": preset}
+    notes = []
+    # A short run of the recipe: the recipe's warm-up and cooldown shrink with --epochs (else
+    # --epochs 1 would run 11 epochs, 10 of them warming up).
+    if "epochs" in explicit and values["epochs"] < DEFAULTS["epochs"]:
+        scaled = {k: math.floor(DEFAULTS[k] * values["epochs"] / DEFAULTS["epochs"] + 0.5)
+                  for k in ("warmup_epochs", "cooldown_epochs")
+                  if k not in explicit and k not in saved and k not in chosen}
+        if scaled:
+            values.update(scaled)
+            notes.append(", ".join(f"{k.replace('_epochs', '').replace('warmup', 'warm-up')} "
+                                   f"{DEFAULTS[k]} -> {v}" for k, v in scaled.items())
+                         + f": the recipe's, scaled to --epochs {values['epochs']} (give --warmup-epochs "
+                           f"/ --cooldown-epochs to choose)")
+    return values, notes
+
+
+def make_config(explicit: dict, saved: dict | None = None) -> Config:
+    """The run's Config from the flags given and (for --resume) the checkpoint's saved settings;
+    every setting that depends on another is checked here, once, before anything is built."""
+    values, notes = merge(explicit, saved)
+    if saved is not None and "data_dir" not in explicit and values["data_dir"] is not None \
+            and not Path(values["data_dir"]).is_dir():
+        raise RunError(f"the run's data folder {values['data_dir']} (saved in its checkpoint) does not exist: "
+                       f"give --data-dir DIR")
+    values["model_kwargs"] = parse_kwargs(values["model_kwargs"])
+    check(values, explicit)
+    return Config.from_flags(values, explicit, notes)
+
+
+def parse_args(argv=None, saved=None) -> Config:
+    """``make_config(parse_flags(argv), saved)``: the command line to a Config, without reading any
+    checkpoint (the training command finds and reads --resume's once, in minicct.train)."""
+    return make_config(parse_flags(argv), saved)
+
+
+def check(values: dict, explicit: dict):
+    """Checks across flags (each flag alone was checked while parsing), before anything is loaded.
+    Normalises in place: the device name, and --data-dir and a folder dataset as absolute paths."""
+    from minicct import backend
+    check_model(values["model"], values["model_kwargs"])
+    dataset = values["dataset"]
+    if dataset is None:
+        raise RunError("no dataset: give 'cifar10', 'cifar100', 'shapes' or an image folder "
+                       "(python -m minicct.train DATASET), or --resume PATH to continue a run")
+    key = str(dataset).lower().replace("-", "")
+    if key not in DATASETS and not Path(dataset).expanduser().is_dir():
+        raise RunError(f"dataset {dataset!r}: not one of {', '.join(DATASETS)}, and "
+                       f"{str(Path(dataset).expanduser().resolve())!r} is not a directory (an image folder "
+                       f"holds train/<class>/* and test/<class>/*)")
+    if values["data_dir"] is not None and not Path(values["data_dir"]).is_dir():
+        raise RunError(f"--data-dir {values['data_dir']}: no such folder; give the folder that holds "
+                       f"cifar-10-batches-py (or the archive), create it first (mkdir -p {values['data_dir']}) "
+                       f"for CIFAR to be downloaded there, or leave --data-dir out to use data/")
+    # saved absolute, so that --resume finds the data from any working directory
+    if values["data_dir"] is not None:
+        values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
+    if key not in DATASETS:
+        values["dataset"] = str(Path(dataset).expanduser().resolve())
     try:
-        args.device = backend.check_device(args.device)
-    except ValueError as e:
-        parser.error(str(e))
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    if args.workers < 0:
-        parser.error("--workers cannot be negative")
-    if args.seed < 0:
-        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+        values["device"] = backend.check_device(values["device"])
+    except ValueError:
+        raise RunError(f"--device {values['device']}: unknown device; use --device cpu or --device gpu") from None
+    check_policy(values["aa"])
+    w, e = values["warmup_epochs"], values["epochs"]
+    if w and w >= e:
+        origin = "" if "warmup_epochs" in explicit else (
+            f" (preset {values['preset']})" if "warmup_epochs" in PRESETS.get(values["preset"], {}) else " (saved)")
+        raise RunError(f"--warmup-epochs {w}{origin} is not shorter than --epochs {e}: the cosine would never start; "
+                       f"give --warmup-epochs {e - 1}{' or less' if e > 1 else ''}, or a longer --epochs")
+    if values["output"] is not None and Path(values["output"]).exists() and not Path(values["output"]).is_dir():
+        raise RunError(f"--output {values['output']}: a file is there; give a folder")
+
+
+def check_model(name, kwargs):
+    """An unknown --model (with the closest names) or --model-kwargs key is a RunError."""
+    import inspect
+    from minicct.models.cct import CompactTransformer
+    from minicct.models.registry import list_models
+    names = list_models()
+    if name not in names:
+        squash = str(name).replace("_", "").lower()
+        close = [n for n in names if n.replace("_", "").startswith(squash)][:3]
+        close += [n for n in difflib.get_close_matches(str(name), names, n=3, cutoff=0.5) if n not in close]
+        hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
+        raise RunError(f"--model {name}: unknown model{hint} (python -c 'import minicct.models as m; "
+                       f"print(m.list_models())' lists all {len(names)})")
+    params = inspect.signature(CompactTransformer.__init__).parameters
+    known = set(params) - {"self", "num_classes"}
+    for key, value in kwargs.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(sorted(known))})"
+            raise RunError(f"--model-kwargs {key}=...: {name} has no argument {key!r}{hint}")
+        # a number where the model takes a number (the constructor would fail later, after loading data)
+        default = params[key].default
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not number:
+            raise RunError(f"--model-kwargs {key}={value}: {key} takes a number, e.g. {key}={default}")
+        if number and (not math.isfinite(value) or value < 0):
+            raise RunError(f"--model-kwargs {key}={value}: must be a finite number, 0 or more")
+
+
+def check_policy(aa):
+    """A RandAugment policy that does not parse is a RunError naming --aa."""
+    if str(aa).lower() in ("", "none", "off"):
+        return
+    from minicct.data.randaugment import RandAugment
     try:
-        args.model_kwargs = parse_kwargs(args.model_kwargs)
-    except ValueError as e:
-        parser.error(str(e))
-    return args, set(explicit)
+        RandAugment.from_config(aa)
+    except (ValueError, KeyError) as e:
+        raise RunError(f"--aa {aa}: not a RandAugment policy ({e}); e.g. --aa rand-m9-mstd0.5-inc1, "
+                       f"or --aa none") from None
+
+
+def kwarg_item(item):
+    """One --model-kwargs item, 'KEY=VALUE' (an argparse type)."""
+    key, sep, _ = item.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE (e.g. --model-kwargs embedding_dim=64)")
+    return item
 
 
 def parse_kwargs(items):
@@ -179,11 +433,15 @@ def parse_kwargs(items):
         return dict(items)
     out = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise ValueError(f"--model-kwargs takes KEY=VALUE items, got {item!r}")
+        key, _, value = kwarg_item(item).partition("=")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[key] = value
     return out
+
+
+def describe_schedule(s: ScheduleConfig) -> str:
+    """'310 epochs: warm-up 10 (from 1e-05), cosine to epoch 300, cooldown 10 at 1e-05'."""
+    return (f"{plural(s.total_epochs, 'epoch')} (cosine {s.epochs} with a warm-up of {s.warmup_epochs} "
+            f"from lr {s.warmup_lr:g} inside it, then a cooldown of {s.cooldown_epochs} at lr {s.min_lr:g})")

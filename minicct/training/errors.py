@@ -1,10 +1,9 @@
-"""How the commands fail: one clear line on stderr and a non-zero exit code, never a traceback for a
-problem the user can fix (bad flags, missing data, no GPU, a bad checkpoint, a diverged run)."""
+"""How a training run fails: ``RunError`` for a set-up the user can fix, ``NonFiniteLoss`` for a run
+that diverged. The commands print either as one line (``minicct.cli.run_cli``, which catches the base
+``minicct.errors.MinicctError``), never with a traceback."""
 from __future__ import annotations
 
-import contextlib
-import sys
-
+from minicct.cli import EXIT_DIVERGED, EXIT_ERROR, EXIT_INTERRUPTED, run_cli  # noqa: F401 (the commands' entry)
 from minicct.errors import RunError  # the one definition (minicct.errors)
 
 
@@ -18,37 +17,3 @@ class NonFiniteLoss(RunError):
         super().__init__(f"the training loss became {value} {where}; stopping ({keep}). "
                          f"Try a lower --lr or a longer --warmup-epochs.")
         self.epoch, self.step, self.steps, self.value = epoch, step, steps, value
-
-
-EXIT_ERROR = 2        # bad input: flags, data, device, checkpoint
-EXIT_DIVERGED = 3     # NaN/inf loss
-EXIT_INTERRUPTED = 130
-
-
-def user_errors():
-    """The exception types whose message is enough (no traceback)."""
-    from minicct.backend import DeviceError
-    from minicct.training.checkpoint import CheckpointError
-    types = [RunError, DeviceError, CheckpointError]
-    with contextlib.suppress(ImportError):
-        from minicct.data.datasets import DatasetError
-        types.append(DatasetError)
-    with contextlib.suppress(ImportError):
-        from minicct.nn.module import StateDictError
-        types.append(StateDictError)
-    return tuple(types)
-
-
-def run_cli(main, argv=None, prog="minicct") -> int:
-    """Call ``main(argv)``; turn the errors a user can fix into ``prog: error: message`` and an exit code."""
-    try:
-        return main(argv)
-    except NonFiniteLoss as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except user_errors() as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_ERROR

@@ -1,9 +1,10 @@
-"""The training run: build everything from the settings, then loop over epochs.
+"""The training run: small builders, each making one piece from the settings, and a short loop.
 
-    run = Trainer(args)           # data, model, AdamW, cosine schedule, loaders; restores --resume
-    run.fit()                     # epoch after epoch: train, evaluate, checkpoint, log, draw
+    config = make_config(flags)                 # minicct.training.config: every setting, frozen
+    run = Trainer(config, resume)               # data, model, AdamW, schedule, loaders; restores --resume
+    run.fit()                                   # epoch after epoch: train, evaluate, checkpoint, log, draw
 
-One epoch (``train_one_epoch``) is the classic loop
+One epoch (``train_one_epoch``) is the classic loop of lessons/17_training_cct.py
 
     for x, y in loader:                       # x (N, 3, S, S) float32, y (N, C) soft targets
         loss = cross_entropy(model(x), y)     # mixing and label smoothing already made y
@@ -11,19 +12,20 @@ One epoch (``train_one_epoch``) is the classic loop
 
 with a NaN/inf check on every loss. On the CPU the forward and backward lines run as
 ``parallel.forward_backward(model, cross_entropy, x, y)``: the same loss and gradients, computed
-over slices of the batch on every core (``minicct.parallel``). After each epoch the run writes
-``<output>/last.npz`` (and ``best.npz`` when test top-1 improves) atomically, appends a row to
-``metrics.csv`` and redraws ``curves.png``.
+over slices of the batch on every core (``minicct.parallel``). The learning rate has one source:
+the schedule, which the loop reads before every epoch (or every update, --sched-on-updates) and
+writes into the optimizer (``set_lr``). After each epoch the run writes ``<output>/last.npz`` (and
+``best.npz`` when test top-1 improves) atomically, appends a row to ``metrics.csv`` and redraws
+``curves.png``.
 
-Resuming restores the model, the optimizer's moments, the schedule position, the epoch and every
-random generator, so on the CPU a resumed run ends with the same weights, bit for bit, as one that
-was never interrupted: the data pipeline's randomness is a function of (seed, epoch, batch), and the
-generators the model draws from (initialisation, dropout, drop-path) are saved and restored.
+Resuming restores the model, the optimizer's moments, the epoch and every random generator, so on
+the CPU a resumed run ends with the same weights, bit for bit, as one that was never interrupted:
+the data pipeline's randomness is a function of (seed, epoch, batch), and the generators the model
+draws from (initialisation, dropout, drop-path) are saved and restored.
 """
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -31,62 +33,81 @@ import numpy as np
 
 import minicct.random
 from minicct import backend
+from minicct.cli import plural
 from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
-from minicct.training.checkpoint import load_checkpoint, save_checkpoint
+from minicct.training.checkpoint import save_checkpoint
+from minicct.training.config import describe_schedule
 from minicct.training.curves import draw_curves
 from minicct.training.errors import NonFiniteLoss, RunError
-from minicct.training.metrics import Mean, MetricsCSV, topk_correct
+from minicct.training.evaluation import evaluate, progress_bar
+from minicct.training.metrics import Mean, MetricsCSV
+from minicct.training.runs import new_run_folder
 
 CSV_FIELDS = ["epoch", "lr", "train_loss", "test_loss", "test_top1", "test_top5", "epoch_time",
               "data_wait", "img_per_s"]
 
 
-def default_output(dataset, model) -> Path:
-    """``runs/<dataset>-<model>``: where runs go when --output is not given."""
-    name = Path(str(dataset)).name or "data"
-    return Path("runs") / f"{name}-{model}"
+# ---- the builders: one piece of the run each, from its group of settings --------------------------
+def load_data(config):
+    """(train, test) ImageDatasets; --train-limit/--test-limit take class-balanced fixed subsets."""
+    import minicct.data
+    from minicct.data.datasets import balanced_subset
+    r = config.run
+    train, test = minicct.data.get_dataset(r.dataset, data_dir=r.data_dir, img_size=config.model.img_size)
+    if r.train_limit is not None:
+        train = balanced_subset(train, r.train_limit)
+    if r.test_limit is not None:
+        test = balanced_subset(test, r.test_limit)
+    if len(train) < config.optim.batch_size:
+        raise RunError(f"the training set has {len(train)} images, fewer than one batch of "
+                       f"{config.optim.batch_size}: lower --batch-size")
+    return train, test
 
 
-def _numbered(base: Path):
-    """base, base-2, base-3, ...: the folders successive runs with the same default output use."""
-    yield base
-    i = 2
-    while True:
-        yield base.with_name(f"{base.name}-{i}")
-        i += 1
+def build_model(model_cfg, train_set, device):
+    """The model named by --model (+ --model-kwargs), sized for the data, on ``device``."""
+    from minicct import models
+    try:
+        model = models.create_model(model_cfg.name, num_classes=train_set.num_classes,
+                                    img_size=train_set.img_size, **model_cfg.kwargs)
+    except (KeyError, ValueError, TypeError) as e:
+        msg = e.args[0] if e.args else str(e)
+        raise RunError(f"cannot build model {model_cfg.name!r} for {train_set.img_size}px images: {msg} "
+                       f"(check --model-kwargs and --img-size)") from None
+    return model.to(device)
 
 
-def new_run_folder(output, dataset, model) -> Path:
-    """Where a new (not resumed) run writes. Without --output: the first of runs/<dataset>-<model>,
-    ...-2, ...-3 that holds no checkpoint, so an earlier run is never overwritten. An explicit
-    --output that already holds a checkpoint is an error."""
-    if output:
-        out = Path(output)
-        if (out / "last.npz").is_file():
-            raise RunError(f"{out} already holds a run (last.npz): continue it with --resume auto, or "
-                           f"choose another --output")
-        return out
-    return next(f for f in _numbered(default_output(dataset, model)) if not (f / "last.npz").is_file())
+def build_optimizer(model, optim_cfg):
+    """AdamW, weight decay on weights only; its learning rate is set by the loop from the schedule."""
+    return AdamW(param_groups_weight_decay(model, optim_cfg.weight_decay))
 
 
-def resume_path(resume, output, dataset, model) -> Path:
-    """The checkpoint ``--resume`` names: a file, a run folder (its last.npz), or 'auto' (the
-    --output folder's last.npz, else the newest runs/<dataset>-<model>[-N] holding one)."""
-    if resume == "auto":
-        if output:
-            return Path(output) / "last.npz"
-        found = None
-        for folder in _numbered(default_output(dataset, model)):
-            if not folder.is_dir():
-                break
-            if (folder / "last.npz").is_file():
-                found = folder / "last.npz"
-        if found is None:
-            raise RunError(f"--resume auto found no checkpoint in {default_output(dataset, model)}: "
-                           f"nothing to resume (give --output or a checkpoint path)")
-        return found
-    path = Path(resume)
-    return path / "last.npz" if path.is_dir() else path
+def build_schedule(schedule_cfg, peak_lr):
+    """timm's cosine with warm-up and cooldown (minicct.optim.scheduler), read with ``lr_at``."""
+    s = schedule_cfg
+    return CosineLRScheduler(peak_lr, s.epochs, min_lr=s.min_lr, warmup_epochs=s.warmup_epochs,
+                             warmup_lr=s.warmup_lr, cooldown_epochs=s.cooldown_epochs)
+
+
+def build_loaders(config, train_set, test_set):
+    """The training loader (augmentation, mixing, smoothing) and the evaluation loader."""
+    from minicct.data.loader import eval_loader, train_loader
+    a = config.augment
+    try:
+        train = train_loader(train_set, batch_size=config.optim.batch_size, seed=config.run.seed,
+                             workers=config.run.workers, auto_augment=a.policy, mixup_alpha=a.mixup,
+                             cutmix_alpha=a.cutmix, mix_prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
+                             smoothing=a.smoothing, reprob=a.reprob)
+    except ValueError as e:
+        raise RunError(f"bad augmentation settings: {e}") from None
+    test = eval_loader(test_set, batch_size=config.run.eval_batch_size, mean=train_set.mean, std=train_set.std)
+    return train, test
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 # ---- one epoch --------------------------------------------------------------------------------------
@@ -106,7 +127,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
 
     model.train()
     steps = len(loader)
-    bar = _progress(steps, f"epoch {epoch}/{total_epochs}", progress)
+    bar = progress_bar(steps, f"epoch {epoch}/{total_epochs}", progress)
     loss_mean, seen = Mean(), 0
     t0 = time.perf_counter()
     quarter, t_quarter = steps // 4, None
@@ -144,47 +165,6 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
             "epoch_time": elapsed, "steady_time": steady}
 
 
-def evaluate(model, loader, device, progress=False):
-    """Mean cross-entropy and top-1/top-5 accuracy (%) over ``loader`` (x normalised, y int labels).
-
-    Returns {'test_loss', 'test_top1', 'test_top5', 'n'}.
-    """
-    from minicct import Tensor, no_grad, parallel
-
-    was_training = getattr(model, "training", True)
-    model.eval()
-    total_loss, c1, c5, n = 0.0, 0, 0, 0
-    bar = _progress(len(loader), "evaluate", progress)
-    try:
-        with no_grad():
-            for x, y in loader:
-                logits = parallel.forward(model, Tensor(backend.to_device(x, device))).data
-                logits = backend.to_numpy(logits).astype(np.float64)
-                y = np.asarray(y)
-                # cross-entropy from a stable log-softmax: logsumexp(z) - z[label]
-                zmax = logits.max(axis=1, keepdims=True)
-                lse = np.log(np.exp(logits - zmax).sum(axis=1)) + zmax[:, 0]
-                total_loss += float((lse - logits[np.arange(len(y)), y]).sum())
-                a1, a5 = topk_correct(logits, y, (1, 5))
-                c1, c5, n = c1 + a1, c5 + a5, n + len(y)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    return {"test_loss": total_loss / n, "test_top1": 100.0 * c1 / n, "test_top5": 100.0 * c5 / n, "n": n}
-
-
-def _progress(total, desc, enabled):
-    """A tqdm bar on stderr, shown only on a terminal (a log file gets the per-epoch lines alone)."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.5,
-                file=sys.stderr, disable=None)
-
-
 def _fmt_time(seconds):
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
@@ -208,175 +188,57 @@ def epochs_within(limit_s, elapsed_s, per_epoch_s, warmup_epochs=0, cooldown_epo
 
 # ---- the run ----------------------------------------------------------------------------------------
 class Trainer:
-    """Everything one training run needs, built from the parsed flags (see minicct.training.config)."""
+    """One training run, built from a Config (minicct.training.config) and, to continue a run, the
+    checkpoint ``minicct.training.runs.find_resume`` read."""
 
-    def __init__(self, args, log=print, progress=True):
+    def __init__(self, config, resume=None, log=print, progress=True):
         self.created = time.perf_counter()   # --time-limit counts from here
-        self.args, self.log, self.progress = args, log, progress
-        self.device = args.device
-        backend.xp_for(self.device)  # a GPU without CuPy fails here, with the install hint
-        if self.device == "cpu":
-            backend.keep_freed_memory()   # reuse freed arrays: no page faults every step (backend.py)
-        try:   # an unknown model name is reported before any data is looked for
-            from minicct.models.registry import model_config
-            model_config(args.model)
-        except ValueError as e:
-            raise RunError(f"cannot build model {args.model!r}: {e}") from None
-        resume_from = None
-        if args.resume:
-            resume_from = resume_path(args.resume, args.output, args.dataset, args.model)
-            resume = load_checkpoint(resume_from)
-            self.output = Path(args.output) if args.output else resume_from.parent
+        self.config, self.log, self.progress = config, log, progress
+        self.device = config.run.device
+        self.resume = resume
+        if resume is not None:
+            saved = resume.ckpt["model"]["name"]
+            if saved != config.model.name:   # before any data is loaded
+                raise RunError(f"{resume.path} holds a {saved} model, but --model {config.model.name} was given: "
+                               f"drop --model, or start a new run without --resume")
+            self.output = Path(config.run.output) if config.run.output else resume.path.parent
+            self.output_note = None
         else:
-            self.output = new_run_folder(args.output, args.dataset, args.model)
+            self.output, self.output_note = new_run_folder(config.run.output, config.run.dataset,
+                                                           config.model.label)
         self.checkpoint_last = self.output / "last.npz"
         self.checkpoint_best = self.output / "best.npz"
 
-        minicct.random.manual_seed(args.seed)
-        self.train_set, self.test_set = self._datasets()
-        self.model = self._model()
-        groups = param_groups_weight_decay(self.model, args.weight_decay)
-        self.optimizer = AdamW(groups, lr=args.lr)
-        self.scheduler = CosineLRScheduler(args.lr, args.epochs, min_lr=args.min_lr,
-                                           warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-                                           cooldown_epochs=args.cooldown_epochs, optimizer=self.optimizer)
-        self.total_epochs = self.scheduler.total_epochs
-        self.train_loader, self.test_loader = self._loaders()
+        minicct.random.manual_seed(config.run.seed)
+        self.train_set, self.test_set = load_data(config)
+        self.model = build_model(config.model, self.train_set, self.device)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        self.schedule = build_schedule(config.schedule, config.optim.lr)
+        self.train_loader, self.test_loader = build_loaders(config, self.train_set, self.test_set)
         self.csv = MetricsCSV(self.output / "metrics.csv", CSV_FIELDS)
         self.start_epoch, self.history, self.best = 0, [], None
-        if resume_from is not None:
-            self._restore(resume, resume_from)
+        if resume is not None:
+            self._restore(resume)
         else:
             self.csv.truncate(0)  # a new run in a folder with an old metrics.csv starts it afresh
 
-    # ---- building --------------------------------------------------------------------------------
-    def _datasets(self):
-        from minicct.data import get_dataset
-        a = self.args
-        train, test = get_dataset(a.dataset, data_dir=a.data_dir, img_size=a.img_size)
-        for ds, limit in ((train, a.train_limit), (test, a.test_limit)):
-            if limit is not None:
-                ds.images, ds.labels = ds.images[:limit], ds.labels[:limit]
-        if len(train) < a.batch_size:
-            raise RunError(f"the training set has {len(train)} images, fewer than one batch of "
-                           f"{a.batch_size}: lower --batch-size")
-        return train, test
-
-    def _model(self):
-        from minicct import models
-        a = self.args
-        try:
-            model = models.create_model(a.model, num_classes=self.train_set.num_classes,
-                                        img_size=self.train_set.img_size, **a.model_kwargs)
-        except (KeyError, ValueError, TypeError) as e:
-            msg = e.args[0] if e.args else str(e)
-            raise RunError(f"cannot build model {a.model!r} for {self.train_set.img_size}px images: {msg}") from None
-        return model.to(self.device)
-
-    def _loaders(self):
-        from minicct.data.loader import eval_loader, train_loader
-        a = self.args
-        aa = None if str(a.aa).lower() in ("", "none", "off") else a.aa
-        try:
-            train = train_loader(self.train_set, batch_size=a.batch_size, seed=a.seed, workers=a.workers,
-                                 auto_augment=aa, mixup_alpha=a.mixup, cutmix_alpha=a.cutmix,
-                                 mix_prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
-                                 smoothing=a.smoothing, reprob=a.reprob)
-        except ValueError as e:  # a malformed --aa policy, an impossible probability...
-            raise RunError(f"bad augmentation settings: {e}") from None
-        test = eval_loader(self.test_set, batch_size=a.eval_batch_size, mean=self.train_set.mean,
-                           std=self.train_set.std)
-        return train, test
-
-    # ---- checkpoints -----------------------------------------------------------------------------
-    def state(self, epochs_done, metrics):
-        """Everything a checkpoint holds, after ``epochs_done`` epochs."""
-        a = self.args
-        return {
-            "epoch": epochs_done,
-            "model": {"name": a.model, "num_classes": self.train_set.num_classes,
-                      "img_size": self.train_set.img_size, "kwargs": dict(a.model_kwargs),
-                      "state": self.model.state_dict()},
-            "data": {"dataset": str(a.dataset), "classes": list(self.train_set.classes),
-                     "mean": list(self.train_set.mean), "std": list(self.train_set.std),
-                     "img_size": self.train_set.img_size},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "loader": self.train_loader.state_dict(),
-            "rng": minicct.random.get_state(),
-            "metrics": metrics,
-            "best": self.best,
-            "history": self.history,
-            "args": {k: v for k, v in vars(a).items()},
-        }
-
-    def _restore(self, ckpt, path):
-        a = self.args
-        saved = ckpt["model"]
-        if saved["name"] != a.model:
-            raise RunError(f"{path} holds a {saved['name']} model, but this run builds {a.model}: "
-                           f"drop --model, or start a new run without --resume")
-        self.model.load_state_dict(saved["state"])
-        # The moments and step counts come from the checkpoint; the hyperparameters from this run's
-        # settings (the same unless a flag was given again, e.g. a new --weight-decay).
-        decays = [g["weight_decay"] for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for g, wd in zip(self.optimizer.param_groups, decays):
-            g["weight_decay"] = wd
-        self.start_epoch = int(ckpt["epoch"])
-        self.scheduler.step(self.start_epoch)  # the schedule's position is the epoch
-        self.train_loader.load_state_dict(ckpt["loader"])
-        minicct.random.set_state(ckpt["rng"])
-        self.history = list(ckpt.get("history") or [])
-        self.best = ckpt.get("best")
-        self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
-        self.log(f"resumed from {path} after epoch {self.start_epoch - 1} "
-                 f"({self.total_epochs - self.start_epoch} epochs to go)")
-
-    def _save(self, epochs_done, metrics, is_best):
-        state = self.state(epochs_done, metrics)
-        save_checkpoint(self.checkpoint_last, state)
-        if is_best:
-            save_checkpoint(self.checkpoint_best, state)
+    @property
+    def total_epochs(self):
+        return self.config.schedule.total_epochs
 
     # ---- the loop --------------------------------------------------------------------------------
-    def describe(self):
-        a = self.args
-        n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
-        preset = f", preset {a.preset}" if a.preset else ""
-        mixing = a.mixup > 0 or a.cutmix > 0
-        off = f" (off from epoch {a.mixup_off_epoch})" if mixing and a.mixup_off_epoch else ""
-        aug = f"aa {a.aa}, mixup {a.mixup}, cutmix {a.cutmix}{off}, reprob {a.reprob}, smoothing {a.smoothing}"
-        return (f"{a.model} ({n_params / 1e6:.3f} M parameters) on {a.dataset}: {len(self.train_set)} train / "
-                f"{len(self.test_set)} test images, {self.train_set.num_classes} classes, "
-                f"{self.train_set.img_size}px; device {self.device}{preset}\n"
-                f"  AdamW lr {a.lr:g} wd {a.weight_decay:g}, batch {a.batch_size}, {self.total_epochs} epochs "
-                f"(cosine {a.epochs}, warmup {a.warmup_epochs} from {a.warmup_lr:g}, cooldown "
-                f"{a.cooldown_epochs}, min lr {a.min_lr:g}); {aug}; {a.workers} data workers\n"
-                f"  output: {self.output}")
-
     def fit(self):
         """Train from ``start_epoch`` to the end of the schedule (or --stop-epoch). Returns the last metrics."""
-        a = self.args
         self.output.mkdir(parents=True, exist_ok=True)
         self.log(self.describe())
-        last = None
-        started = time.perf_counter()
-
-        def end():   # read again after every epoch: --time-limit re-sizes the run after the first
-            return self.total_epochs if a.stop_epoch is None else min(self.total_epochs, a.stop_epoch)
-
+        last, started = None, time.perf_counter()
         epoch = self.start_epoch
         try:
-            while epoch < end():
-                last = self._one_epoch(epoch)
+            while epoch < self.end_epoch():   # read after every epoch: --time-limit re-sizes the run
+                last = self.train_epoch(epoch)
                 epoch += 1
-                if epoch == self.start_epoch + 1:
-                    per_epoch = time.perf_counter() - started
-                    todo = end() - epoch
-                    self.log(f"  about {_fmt_time(per_epoch)} per epoch: {todo} more epochs, about "
-                             f"{_fmt_time(per_epoch * todo)} to go (the whole run: about "
-                             f"{_fmt_time(per_epoch * self.total_epochs)})")
+                if epoch == self.start_epoch + 1 and epoch < self.end_epoch():
+                    self._log_estimate(time.perf_counter() - started, self.end_epoch() - epoch)
         except KeyboardInterrupt:
             if self.history or self.start_epoch:
                 self.log(f"interrupted; continue with --resume {self.checkpoint_last}")
@@ -391,16 +253,24 @@ class Trainer:
                      f"({self.checkpoint_best})")
         return last
 
-    def _one_epoch(self, epoch):
-        a = self.args
-        lr = self.scheduler.step(epoch)
+    def end_epoch(self):
+        stop = self.config.run.stop_epoch
+        return self.total_epochs if stop is None else min(self.total_epochs, stop)
+
+    def train_epoch(self, epoch):
+        """Train one epoch, evaluate, checkpoint, log; returns the epoch's metrics row."""
+        c = self.config
+        lr = set_lr(self.optimizer, self.schedule.lr_at(epoch))
         self.train_loader.set_epoch(epoch)
         if self.train_loader.mixup is not None:
-            self.train_loader.mixup.enabled = not (a.mixup_off_epoch and epoch >= a.mixup_off_epoch)
-        schedule = (lambda fraction: self.scheduler.step(epoch + fraction)) if a.sched_on_updates else None
+            off = c.augment.mixup_off_epoch
+            self.train_loader.mixup.enabled = not (off and epoch >= off)
+        per_update = None
+        if c.schedule.sched_on_updates:
+            per_update = lambda fraction: set_lr(self.optimizer, self.schedule.lr_at(epoch + fraction))  # noqa: E731
         try:
             stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.device, epoch,
-                                    self.total_epochs, lr, self.progress, self.log, schedule)
+                                    self.total_epochs, lr, self.progress, self.log, per_update)
         except NonFiniteLoss as e:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
@@ -412,8 +282,8 @@ class Trainer:
         if is_best:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
-        if a.time_limit and epoch == 0 and self.start_epoch == 0:
-            self._fit_schedule_to_time_limit(stats["steady_time"] + time.perf_counter() - trained)
+        if c.schedule.time_limit and epoch == 0 and self.start_epoch == 0:
+            self._fit_to_time_limit(stats["steady_time"] + time.perf_counter() - trained)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
         self.csv.append(row)
         self._draw()
@@ -423,22 +293,93 @@ class Trainer:
                  f"{row['img_per_s']:.0f} img/s" + ("  *best" if is_best else ""))
         return row
 
-    def _fit_schedule_to_time_limit(self, per_epoch):
-        """--time-limit, after the first epoch of a new run: make the run as many epochs as fit
-        (see epochs_within) at ``per_epoch`` seconds an epoch (the first epoch's steady pace,
-        evaluation included). The new length goes into --epochs, which the checkpoints save, so a
-        resumed run keeps it."""
-        a = self.args
+    def _fit_to_time_limit(self, per_epoch):
+        """--time-limit, after the first epoch of a new run: a new Config and a new schedule as many
+        epochs long as fit (see epochs_within) at ``per_epoch`` seconds an epoch (the first epoch's
+        steady pace, evaluation included). The checkpoints save the new --epochs, so --resume keeps it."""
+        c = self.config
         now = time.perf_counter()
-        epochs = epochs_within(a.time_limit * 60, now - self.created, per_epoch,
-                               a.warmup_epochs, a.cooldown_epochs)
-        if epochs != a.epochs:
-            a.epochs = epochs
-            self.scheduler.t_initial = epochs
-            self.total_epochs = self.scheduler.total_epochs
-        self.log(f"  time limit {a.time_limit:g} min: an epoch takes about {_fmt_time(per_epoch)}, so the run "
-                 f"is sized to {self.total_epochs} epochs (--epochs {a.epochs}), ending about "
+        epochs = epochs_within(c.schedule.time_limit * 60, now - self.created, per_epoch,
+                               c.schedule.warmup_epochs, c.schedule.cooldown_epochs)
+        self.config = c.with_epochs(epochs)
+        self.schedule = build_schedule(self.config.schedule, self.config.optim.lr)
+        self.log(f"  time limit {c.schedule.time_limit:g} min: an epoch takes about {_fmt_time(per_epoch)}, so "
+                 f"the run is sized to {plural(self.total_epochs, 'epoch')} (--epochs {epochs}), ending about "
                  f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1))} after start")
+
+    def _log_estimate(self, per_epoch, todo):
+        self.log(f"  about {_fmt_time(per_epoch)} per epoch: {plural(todo, 'more epoch')}, about "
+                 f"{_fmt_time(per_epoch * todo)} to go (the whole run: about "
+                 f"{_fmt_time(per_epoch * self.total_epochs)})")
+
+    def describe(self):
+        """The run's header: what is trained on what, the whole schedule, where it is written."""
+        c, a = self.config, self.config.augment
+        n_params = sum(int(np.prod(p.shape)) for p in self.model.parameters())
+        kwargs = ", ".join(f"{k}={v}" for k, v in c.model.kwargs.items())
+        model = f"{c.model.label} ({c.model.name}{' with ' + kwargs if kwargs else ''}; " \
+                f"{n_params / 1e6:.3f} M parameters)"
+        preset = f", preset {c.run.preset}" if c.run.preset else ""
+        mixing = a.mixup > 0 or a.cutmix > 0
+        off = f" (off from epoch {a.mixup_off_epoch})" if mixing and a.mixup_off_epoch else ""
+        aug = f"aa {a.aa}, mixup {a.mixup}, cutmix {a.cutmix}{off}, reprob {a.reprob}, smoothing {a.smoothing}"
+        lines = [f"{model} on {c.run.dataset}: {len(self.train_set)} train / {len(self.test_set)} test images, "
+                 f"{plural(self.train_set.num_classes, 'class', 'classes')}, {self.train_set.img_size}px; "
+                 f"device {self.device}{preset}",
+                 f"  AdamW lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, batch {c.optim.batch_size}; "
+                 f"{describe_schedule(c.schedule)}",
+                 f"  {aug}; {plural(c.run.workers, 'data worker')}"]
+        lines += [f"  note: {n}" for n in c.notes]
+        if self.resume is not None:
+            lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1}, "
+                         f"{plural(self.total_epochs - self.start_epoch, 'epoch')} to go"
+                         + (f" ({self.resume.note})" if self.resume.note else ""))
+        lines.append(f"  output: {self.output}" + (f" ({self.output_note})" if self.output_note else ""))
+        return "\n".join(lines)
+
+    # ---- checkpoints -----------------------------------------------------------------------------
+    def state(self, epochs_done, metrics):
+        """Everything a checkpoint holds, after ``epochs_done`` epochs."""
+        c = self.config
+        return {
+            "epoch": epochs_done,
+            "model": {"name": c.model.name, "num_classes": self.train_set.num_classes,
+                      "img_size": self.train_set.img_size, "kwargs": dict(c.model.kwargs),
+                      "state": self.model.state_dict()},
+            "data": {"dataset": str(c.run.dataset), "classes": list(self.train_set.classes),
+                     "mean": list(self.train_set.mean), "std": list(self.train_set.std),
+                     "img_size": self.train_set.img_size},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": dict(self.schedule.state_dict(), epoch=epochs_done),
+            "loader": self.train_loader.state_dict(),
+            "rng": minicct.random.get_state(),
+            "metrics": metrics,
+            "best": self.best,
+            "history": self.history,
+            "args": c.flags(),
+        }
+
+    def _restore(self, resume):
+        ckpt = resume.ckpt
+        self.model.load_state_dict(ckpt["model"]["state"])
+        # The moments and step counts come from the checkpoint; the hyperparameters from this run's
+        # settings (the same unless a flag was given again, e.g. a new --weight-decay).
+        decays = [g["weight_decay"] for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for g, wd in zip(self.optimizer.param_groups, decays):
+            g["weight_decay"] = wd
+        self.start_epoch = int(ckpt["epoch"])
+        self.train_loader.load_state_dict(ckpt["loader"])
+        minicct.random.set_state(ckpt["rng"])
+        self.history = list(ckpt.get("history") or [])
+        self.best = ckpt.get("best")
+        self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
+
+    def _save(self, epochs_done, metrics, is_best):
+        state = self.state(epochs_done, metrics)
+        save_checkpoint(self.checkpoint_last, state)
+        if is_best:
+            save_checkpoint(self.checkpoint_best, state)
 
     def _draw(self):
         h = self.history
