@@ -247,12 +247,6 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, words):
     assert code == 2 and words in err and "Traceback" not in err
 
 
-def test_negative_seed_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as e:
-        parse_args(["shapes", "--seed", "-1"])
-    assert e.value.code == 2 and "--seed must be a non-negative integer, got -1" in capsys.readouterr().err
-
-
 def test_gpu_without_cupy_is_one_clear_line(tmp_path, capsys):
     from minicct import backend
     if backend.gpu_available():
