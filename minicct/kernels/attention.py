@@ -5,6 +5,11 @@
     A = dropout(P)               (training only: P * keep / (1 - p), keep ~ Bernoulli(1 - p))
     out = A v                    (N, heads, L, D)
 
+With a key mask (N, S) of booleans (True = a real token, False = padding), the scores of the
+padded keys are set to -inf before the softmax: their weights come out exactly 0, so no query
+reads padding. The backward needs nothing more: every gradient through the softmax is multiplied
+by P, which is 0 there, so padded keys get no gradient from the scores either.
+
 The backward walks the same four steps in reverse; the softmax step is its Jacobian applied to
 the incoming gradient, gS = P * (gP - sum(gP * P, last axis)), computed in place.
 
@@ -38,10 +43,11 @@ def _blocks(q, S):
     return [slice(a, a + n) for a in range(0, q.shape[0], n)]
 
 
-def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None):
+def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None, key_mask=None):
     """q: (..., L, D), k: (..., S, D), v: (..., S, Dv) -> out: (..., L, Dv), cache.
 
-    The leading dims (e.g. N, heads) must match. Saved for backward: q * scale, k, v, P' and keep.
+    The leading dims (e.g. N, heads) must match. key_mask: None, or booleans (N, S) with N =
+    q.shape[0]: False keys (padding) get weight 0 for every query; each row needs a True. Saved for backward: q * scale, k, v, P' and keep.
     On NumPy the images go through in blocks (``_BLOCK``), so that the dozen passes over the
     (L, S) scores of a block read and write the cache rather than main memory (CCT-7: 1 MB of
     scores per image and layer); the arithmetic is the same.
@@ -51,13 +57,16 @@ def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None):
             or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"scaled_dot_product_attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, "
                          f"v {tuple(v.shape)} do not fit q: (..., L, D), k: (..., S, D), v: (..., S, Dv)")
+    if key_mask is not None:
+        key_mask = _check_key_mask(key_mask, q, k)
     blocks = _blocks(q, k.shape[-2])
     if len(blocks) == 1:
-        return _attend(q, k, v, dropout_p, training, generator)
+        return _attend(q, k, v, dropout_p, training, generator, key_mask)
     out = xp.empty(q.shape[:-1] + v.shape[-1:], dtype=xp.result_type(q, v))
     caches = []
     for b in blocks:
-        out[b], cache = _attend(q[b], k[b], v[b], dropout_p, training, generator)
+        mb = None if key_mask is None else key_mask[b]
+        out[b], cache = _attend(q[b], k[b], v[b], dropout_p, training, generator, mb)
         caches.append((b, cache))
     return out, ("blocks", caches, q.shape, k.shape, v.shape)
 
@@ -74,12 +83,30 @@ def sdpa_backward(gy, cache):
     return gq, gk, gv
 
 
-def _attend(q, k, v, dropout_p, training, generator):
+def _check_key_mask(key_mask, q, k):
+    """key_mask as a boolean array (N, S), checked against q (N, ..., L, D) and k (N, ..., S, D)."""
+    xp = get_array_module(q)
+    key_mask = xp.asarray(key_mask)
+    if key_mask.shape != (q.shape[0], k.shape[-2]) or q.ndim < 3:
+        raise ValueError(f"scaled_dot_product_attention: key_mask must be (N, S) = "
+                         f"{(q.shape[0], k.shape[-2])} for q (N, ..., L, D) {tuple(q.shape)}, "
+                         f"got {tuple(key_mask.shape)}")
+    key_mask = key_mask.astype(bool, copy=False)
+    if not bool(key_mask.any(axis=1).all()):
+        raise ValueError("scaled_dot_product_attention: a sample's key_mask is all False: a query "
+                         "needs at least one real key to attend to")
+    return key_mask
+
+
+def _attend(q, k, v, dropout_p, training, generator, key_mask=None):
     """The forward math on one block: out, and the cache for _attend_backward."""
     xp = get_array_module(q)
     scale = q.shape[-1] ** -0.5
     qs = q * scale
     P = qs @ xp.swapaxes(k, -1, -2)         # S
+    if key_mask is not None:                 # padded keys: score -inf, so weight exactly 0
+        bias = xp.where(key_mask, 0.0, -xp.inf).astype(P.dtype)
+        P += bias.reshape(bias.shape[:1] + (1,) * (P.ndim - 2) + bias.shape[1:])   # (N, 1.., S)
     P -= P.max(axis=-1, keepdims=True)      # stable softmax, in place
     xp.exp(P, out=P)
     norm = xp.reciprocal(P.sum(axis=-1, keepdims=True))
