@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from minicct import Tensor, gradcheck, models, nn
+from minicct import functional as F
 from minicct.models.text import (TEXT_VARIANTS, TextCompactTransformer, count_parameters,
                                  propagate_mask)
 from minicct.models.transformer import SeqPool, sinusoidal_embedding
@@ -41,6 +42,34 @@ def test_every_family_size_and_kernel_is_registered():
                                                         kernel_size=2)
     with pytest.raises(ValueError, match="text model"):
         models.create_model("text_cct_2_k1", vocab_size=9, img_size=32)
+
+
+@pytest.mark.parametrize("tokenizer,k", [("conv", 1), ("conv", 2), ("conv", 4), ("conv", 3), ("patch", 4),
+                                         ("patch", 2)])
+def test_text_tokenizer_is_the_conv2d_of_the_official_code(rng, tokenizer, k):
+    # Windows times a matrix = Conv2d(1, d, (k, word_dim)) on the sentence as a one-channel image,
+    # followed (CCT) by ReLU and max-pool (2, 1) stride (2, 1) padding (1, 0); values and gradients.
+    m = TextCompactTransformer(vocab_size=5, seq_len=16, word_embedding_dim=7, embedding_dim=6,
+                               num_layers=1, num_heads=2, tokenizer=tokenizer, kernel_size=k)
+    tok = m.tokenizer
+    x = rng.standard_normal((3, 13, 7))
+    w = rng.standard_normal(tok.conv.weight.shape)
+    _, s, p = tok.windows[0]
+    ref_x, ref_w = (Tensor(a, requires_grad=True, dtype=np.float64) for a in (x, w))
+    ref = F.conv2d(ref_x.reshape(3, 1, 13, 7), ref_w, stride=(s, 1), padding=(p, 0))
+    if tokenizer == "conv":
+        ref = F.relu(F.max_pool2d(ref, (2, 1), (2, 1), (1, 0)))
+    ref = ref.reshape(ref.shape[:3]).transpose(0, 2, 1)                  # (N, L'', d)
+    ours_x, ours_w = (Tensor(a, requires_grad=True, dtype=np.float64) for a in (x, w))
+    ours, _ = nn.functional_call(tok, {"conv.weight": ours_w}, ours_x)
+    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(ref.shape)
+    ref.backward(Tensor(gy, dtype=np.float64))
+    ours.backward(Tensor(gy, dtype=np.float64))
+    np.testing.assert_allclose(ours_x.grad.numpy(), ref_x.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours_w.grad.numpy(), ref_w.grad.numpy(), rtol=1e-10, atol=1e-12)
+    fn = lambda x, w: nn.functional_call(tok, {"conv.weight": w}, x)[0]
+    assert gradcheck(fn, [ours_x, ours_w], names=["x", "conv.weight"])
 
 
 # ---- the mask through the tokenizer ------------------------------------------------------------------

@@ -125,6 +125,9 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
     Returns Splits(train, test) of ImageDataset.
     """
     key = str(name_or_path).lower()
+    from minicct.data.text import TEXT_DATASET_NAMES, load_text_dataset
+    if key in TEXT_DATASET_NAMES:   # text: word ids, not images (minicct.data.text)
+        return load_text_dataset(key, data_dir=data_dir, download=download, **kwargs)
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         from minicct.data.cifar import load_cifar
         splits = load_cifar(key.replace("-", ""), data_dir=data_dir, download=download)
@@ -139,7 +142,8 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
     if path.is_dir():
         from minicct.data.imagefolder import load_image_folder
         return load_image_folder(path, img_size=img_size)
-    raise DatasetError(f"unknown dataset {name_or_path!r}: expected one of {', '.join(DATASET_NAMES)} "
+    raise DatasetError(f"unknown dataset {name_or_path!r}: expected one of "
+                       f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)} "
                        f"or the path of an image folder (root/train/<class>/*.jpg, root/test/<class>/*.jpg); "
                        f"{str(path.resolve())!r} is not a directory")
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicct import backend, functional as F, nn
-from minicct.autograd import Tensor
+from minicct.autograd import Tensor, concatenate
 from minicct.models.transformer import TransformerClassifier
 from minicct.nn import init
 
@@ -88,8 +88,15 @@ class WordEmbedding(nn.Module):
 class TextTokenizer(nn.Module):
     """Word vectors → tokens, with the mask. x: (N, L, word_dim), mask (N, L) → (N, L'', d), (N, L'').
 
-    One Conv2d(1, d, (kernel, word_dim)) with no bias (``conv.weight`` (d, 1, k, word_dim)), then for
-    CCT ReLU and a max-pool along the sequence. Its parameters: d · k · word_dim.
+    One Conv2d(1, d, (kernel, word_dim)) with no bias (``conv.weight`` (d, 1, k, word_dim), as the
+    official checkpoints), then for CCT ReLU and a max-pool along the sequence. Its parameters:
+    d · k · word_dim.
+
+    The kernel spans the whole word vector, so the conv is a matrix product over windows of k
+    words: window t = the vectors of words t·s − p … t·s − p + k − 1 side by side (k·word_dim
+    numbers, zeros past either end), times the weight seen as (d, k·word_dim). That is exactly the
+    Conv2d (``tests/test_models_text.py`` checks it against ``F.conv2d``), in k slices and one
+    product; the general conv kernel would loop over all k·300 kernel taps.
     """
 
     def __init__(self, word_dim, dim, kernel_size, stride, padding, max_pool=True,
@@ -137,13 +144,20 @@ class TextTokenizer(nn.Module):
         return mask
 
     def forward(self, x, mask=None):
-        n, length, _ = x.shape
-        y = self.conv(x.reshape(n, 1, length, self.word_dim))       # (N, d, L', 1)
-        if self.pool is not None:
-            y = F.relu(self.pool(y))                                 # pool and ReLU commute
-        d, out_len = y.shape[1], y.shape[2]
-        tokens = y.reshape(n, d, out_len).transpose(0, 2, 1).contiguous()   # (N, L'', d)
-        return tokens, (None if mask is None else self.mask(mask))
+        n, length, dim = x.shape
+        k, s, p = self.windows[0]
+        out_len = (length + 2 * p - k) // s + 1
+        if p:
+            xp = backend.get_array_module(x.data)
+            zeros = Tensor._wrap(xp.zeros((n, p, dim), dtype=x.dtype))
+            x = concatenate([zeros, x, zeros], axis=1)                     # (N, L + 2p, word_dim)
+        windows = concatenate([x[:, j:j + s * (out_len - 1) + 1:s] for j in range(k)], axis=2)
+        d = self.conv.out_channels
+        y = F.linear(windows, self.conv.weight.reshape(d, k * dim))        # (N, L', d)
+        if self.pool is not None:   # pool along the sequence, then ReLU (they commute)
+            y = self.pool(y.transpose(0, 2, 1).reshape(n, d, out_len, 1))   # (N, d, L'', 1)
+            y = F.relu(y).reshape(n, d, y.shape[2]).transpose(0, 2, 1)      # (N, L'', d)
+        return y.contiguous(), (None if mask is None else self.mask(mask))
 
 
 class TextCompactTransformer(nn.Module):

@@ -42,6 +42,13 @@ PRESETS = {
                      epochs=12, time_limit=30.0, sched_on_updates=True, warmup_epochs=1, warmup_lr=5e-4,
                      cooldown_epochs=0, batch_size=64, lr=2e-3, weight_decay=0.05, aa="none", mixup=0.0,
                      cutmix=0.0, reprob=0.0, smoothing=0.1),
+    # The synthetic text task (minicct.data.text.make_text_synth), offline: text CCT-2 with 2-word
+    # kernels (it must see which word a "not" stands next to), no image augmentation (the text
+    # batches ignore it), no attention dropout or stochastic depth in a run this short.
+    "text-synth": dict(model="text_cct_2_k2", epochs=3, warmup_epochs=0, cooldown_epochs=0, batch_size=64,
+                       model_kwargs=["attention_dropout=0.0", "stochastic_depth=0.0"],
+                       lr=1e-3, weight_decay=0.05, aa="none", mixup=0.0, cutmix=0.0, reprob=0.0,
+                       smoothing=0.0),
 }
 
 
@@ -140,8 +147,8 @@ def parse_args(argv=None, checkpoint_args=None):
     def merge(saved):
         preset = explicit.get("preset", saved.get("preset"))
         dataset = explicit.get("dataset", saved.get("dataset"))
-        if preset is None and dataset is not None and str(dataset).lower() == "shapes":
-            preset = "shapes"
+        if preset is None and dataset is not None and str(dataset).lower() in ("shapes", "text-synth"):
+            preset = str(dataset).lower()
         chosen = dict(PRESETS.get(preset, {}))
         if "model" in explicit:  # a preset's model_kwargs belong to the preset's model
             chosen.pop("model_kwargs", None)

@@ -303,7 +303,9 @@ class Trainer:
         a = self.args
         train, test = get_dataset(a.dataset, data_dir=a.data_dir, img_size=a.img_size)
         for ds, limit in ((train, a.train_limit), (test, a.test_limit)):
-            if limit is not None:
+            if limit is not None and getattr(ds, "kind", "") == "text":   # text hook: word ids
+                ds.take(limit)
+            elif limit is not None:
                 ds.images, ds.labels = ds.images[:limit], ds.labels[:limit]
         if len(train) < a.batch_size:
             raise RunError(f"the training set has {len(train)} images, fewer than one batch of "
@@ -313,9 +315,11 @@ class Trainer:
     def _model(self):
         from minicct import models
         a = self.args
+        # text hook: a text dataset tells the model its vocabulary size and longest sentence
+        kwargs = {**getattr(self.train_set, "model_kwargs", {}), **a.model_kwargs}
         try:
             model = models.create_model(a.model, num_classes=self.train_set.num_classes,
-                                        img_size=self.train_set.img_size, **a.model_kwargs)
+                                        img_size=self.train_set.img_size, **kwargs)
         except (KeyError, ValueError, TypeError) as e:
             msg = e.args[0] if e.args else str(e)
             raise RunError(f"cannot build model {a.model!r} for {self.train_set.img_size}px images: {msg}") from None
@@ -324,6 +328,10 @@ class Trainer:
     def _loaders(self):
         from minicct.data.loader import eval_loader, train_loader
         a = self.args
+        if getattr(self.train_set, "kind", "") == "text":   # text hook: batches of word ids, no augmentation
+            from minicct.data.text import text_loaders
+            return text_loaders(self.train_set, self.test_set, a.batch_size, a.seed, a.eval_batch_size,
+                                a.smoothing)
         aa = None if str(a.aa).lower() in ("", "none", "off") else a.aa
         try:
             train = train_loader(self.train_set, batch_size=a.batch_size, seed=a.seed, workers=a.workers,
