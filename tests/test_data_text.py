@@ -59,10 +59,8 @@ def test_text_synth_labels_follow_the_rule_and_need_order():
     lengths = np.array([len(w) for w in words])
     assert lengths.min() <= 6 and lengths.max() >= 38            # lengths vary over the range
     assert np.bincount(train.labels).min() > 100                 # four balanced classes
-    # "not" appears in sentences that are not negated: its presence alone does not give the label.
-    has_not = np.array(["not" in w for w in words])
-    negated = train.labels % 2 == 1
-    assert has_not[negated].all() and 0.3 < has_not[~negated].mean() < 0.7
+    # Every sentence has exactly one "not": only where it stands tells the negation.
+    assert all(w.count("not") == 1 for w in words)
 
 
 def test_text_synth_is_deterministic_and_splits_differ():

@@ -175,9 +175,9 @@ def make_text_synth(n_train=4000, n_test=1000, seq_len=64, min_words=3, max_word
 
     Each sentence is ``min_words``–``max_words`` filler words with one topic word (sport or science)
     at a random place. Half the time "not" stands right before it: the label is
-    2·topic + negated ('sport', 'not sport', 'science', 'not science'). A "not" somewhere else
-    (a distractor, in half the sentences) changes nothing, so the model must read which word the
-    "not" is next to: a bag of words cannot do better than guessing the negation (50%).
+    2·topic + negated ('sport', 'not sport', 'science', 'not science'). The other sentences have
+    a "not" somewhere else, which negates nothing: every sentence has one "not", so the model must
+    read which word it stands next to. A bag of words can only guess the negation (50% overall).
     Same seed, same sentences; train and test from two independent streams.
     """
     topics = [np.array(t) for t in SYNTH_TOPICS.values()]
@@ -188,7 +188,6 @@ def make_text_synth(n_train=4000, n_test=1000, seq_len=64, min_words=3, max_word
         # All the random draws at once, then one short loop to assemble the words.
         lengths = rng.integers(min_words, max_words + 1, n)
         topic, negated = rng.integers(0, 2, n), rng.integers(0, 2, n)
-        distract = ~negated.astype(bool) & (rng.random(n) < 0.5)     # a "not" that negates nothing
         keyword = rng.integers(0, len(topics[0]), n)
         u = rng.random((n, 2))
         texts = []
@@ -198,8 +197,8 @@ def make_text_synth(n_train=4000, n_test=1000, seq_len=64, min_words=3, max_word
             words.insert(at, topics[topic[i]][keyword[i]])
             if negated[i]:
                 words.insert(at, "not")
-            elif distract[i]:                                         # anywhere not next to it
-                far = [j for j in range(len(words) + 1) if abs(j - at) > 1]
+            else:                                # a "not" anywhere but right before it
+                far = [j for j in range(len(words) + 1) if j != at]
                 words.insert(far[int(u[i, 1] * len(far))], "not")
             texts.append(" ".join(words))
         return texts, 2 * topic + negated

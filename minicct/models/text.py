@@ -27,6 +27,8 @@ ViT-Lite, 4 layers, patches of 2 words (list them with ``list_text_models()``).
 """
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 
 from minicct import backend, functional as F, nn
@@ -247,6 +249,11 @@ def _text_variants():
 
 
 TEXT_VARIANTS = _text_variants()
+
+
+def list_text_models(pattern=None):
+    """Sorted text variant names, optionally filtered by a shell pattern ("text_cct_*")."""
+    return [n for n in sorted(TEXT_VARIANTS) if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def count_parameters(model, embedding=False):

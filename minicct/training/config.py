@@ -45,6 +45,7 @@ PRESETS = {
     # The synthetic text task (minicct.data.text.make_text_synth), offline: text CCT-2 with 2-word
     # kernels (it must see which word a "not" stands next to), no image augmentation (the text
     # batches ignore it), no attention dropout or stochastic depth in a run this short.
+    # Measured: 99.8% test top-1 after the first epoch, 100.0% after 3, in 73 s on 2 cores at load ~11.
     "text-synth": dict(model="text_cct_2_k2", epochs=3, warmup_epochs=0, cooldown_epochs=0, batch_size=64,
                        model_kwargs=["attention_dropout=0.0", "stochastic_depth=0.0"],
                        lr=1e-3, weight_decay=0.05, aa="none", mixup=0.0, cutmix=0.0, reprob=0.0,
