@@ -198,9 +198,9 @@ def drop_path(x, p=0.0, training=False, generator=None):
 
 class ScaledDotProductAttention(Function):
     @staticmethod
-    def forward(ctx, q, k, v, dropout_p=0.0, training=True, generator=None):
+    def forward(ctx, q, k, v, dropout_p=0.0, training=True, generator=None, key_mask=None):
         ctx.impl = dispatch.sdpa(q)
-        y, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator)
+        y, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator, key_mask=key_mask)
         return y
 
     @staticmethod
@@ -208,11 +208,13 @@ class ScaledDotProductAttention(Function):
         return ctx.impl.backward(gy, ctx.cache)
 
 
-def scaled_dot_product_attention(q, k, v, dropout_p=0.0, training=True, generator=None):
+def scaled_dot_product_attention(q, k, v, dropout_p=0.0, training=True, generator=None,
+                                 key_mask=None):
     """q: (N, heads, L, D), k, v: (N, heads, S, D) -> softmax(q k^T / sqrt(D)) v: (N, heads, L, D).
-    dropout_p drops attention weights (training only)."""
+    dropout_p drops attention weights (training only). key_mask: None or booleans (N, S), an
+    array (not a Tensor): False keys (padding) get attention weight 0."""
     return ScaledDotProductAttention.apply(q, k, v, dropout_p=dropout_p, training=training,
-                                           generator=generator)
+                                           generator=generator, key_mask=key_mask)
 
 
 class _HeadsAttention(Function):
@@ -223,12 +225,12 @@ class _HeadsAttention(Function):
     """
 
     @staticmethod
-    def forward(ctx, qkv, num_heads, dropout_p=0.0, training=True, generator=None):
+    def forward(ctx, qkv, num_heads, dropout_p=0.0, training=True, generator=None, key_mask=None):
         N, L, C3 = qkv.shape
         C = C3 // 3
         q, k, v = qkv.reshape(N, L, 3, num_heads, C // num_heads).transpose(2, 0, 3, 1, 4)
         ctx.impl = dispatch.sdpa(q)
-        out, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator)
+        out, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator, key_mask=key_mask)
         ctx.q_shape = q.shape
         return out.transpose(0, 2, 1, 3).reshape(N, L, C)     # (N, heads, L, D) -> (N, L, C)
 
@@ -244,11 +246,12 @@ class _HeadsAttention(Function):
 
 
 def multi_head_attention(x, qkv_weight, proj_weight, proj_bias, num_heads, attn_drop=0.0,
-                         proj_drop=0.0, training=True, generator=None):
+                         proj_drop=0.0, training=True, generator=None, key_mask=None):
     """The paper's self-attention (official CCT ``Attention``).
 
     x: (N, L, C), qkv_weight: (3C, C) (no bias), proj_weight: (C, C), proj_bias: (C,) or None
     -> (N, L, C) = dropout(proj(attention(split_heads(x @ qkv_weight.T)))).
+    key_mask: None or booleans (N, L): False tokens (padding) are never attended to.
     """
     if x.ndim != 3:
         raise ValueError(f"multi_head_attention: x must be (N, L, C), got shape {tuple(x.shape)}")
@@ -263,7 +266,7 @@ def multi_head_attention(x, qkv_weight, proj_weight, proj_bias, num_heads, attn_
                          f"got {tuple(proj_weight.shape)}")
     qkv = linear(x, qkv_weight)
     y = _HeadsAttention.apply(qkv, num_heads=num_heads, dropout_p=attn_drop, training=training,
-                              generator=generator)
+                              generator=generator, key_mask=key_mask)
     y = linear(y, proj_weight, proj_bias)
     return dropout(y, proj_drop, training, generator)
 

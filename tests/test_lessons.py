@@ -34,6 +34,9 @@ def test_lesson_runs(lesson):
         pytest.fail(f"{lesson.name} did not finish in {TIMEOUT_S} s")
     assert proc.returncode == 0, (f"{lesson.name} exited with {proc.returncode}\n--- stdout (tail) ---\n"
                                   f"{proc.stdout[-3000:]}\n--- stderr (tail) ---\n{proc.stderr[-3000:]}")
+    # The promise of lessons/README.md: every lesson ends by saying its claims held.
+    assert proc.stdout.rstrip().endswith(f"All claims of lesson {lesson.name[:2]} hold.") or \
+        f"All claims of lesson {lesson.name[:2]} hold (" in proc.stdout.splitlines()[-1], proc.stdout[-500:]
 
 
 def _run(args, **extra_env):

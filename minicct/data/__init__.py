@@ -15,6 +15,7 @@ Files, in the order data flows through them:
     randaugment.py RandAugment ops and the magnitude -> argument mapping
     mixup.py       Mixup / CutMix and label smoothing
     loader.py      BatchPipeline, DataLoader (worker processes), train_loader, eval_loader
+    text.py        text: tokenizer, vocabulary, AG News, TREC, the synthetic text-synth, GloVe, batches
 """
 from minicct.data.datasets import DatasetError, ImageDataset, Splits, get_dataset, channel_stats
 from minicct.data.transforms import Normalize, RandomErasing, RandomResizedCrop, TrainTransform

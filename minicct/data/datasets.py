@@ -74,8 +74,8 @@ class Splits(NamedTuple):
     test: ImageDataset
 
 
-def balanced_subset(dataset: ImageDataset, n: int, seed: int = 0) -> ImageDataset:
-    """``n`` images of ``dataset`` with every class as equally represented as it can be (counts
+def balanced_subset(dataset, n: int, seed: int = 0):
+    """``n`` images (or sentences) of ``dataset`` with every class as equally represented as it can be (counts
     differ by at most one, unless a class runs out), chosen at random with a fixed ``seed``, kept in
     the dataset's order. The first n files of an image folder would all be one class.
 
@@ -93,7 +93,8 @@ def balanced_subset(dataset: ImageDataset, n: int, seed: int = 0) -> ImageDatase
         rank[rng.permutation(idx)] = np.arange(len(idx))
     class_pos = rng.permutation(int(labels.max()) + 1)[labels]
     chosen = np.sort(np.lexsort((class_pos, rank))[:n])
-    return dataclasses.replace(dataset, images=dataset.images[chosen], labels=labels[chosen])
+    rows = {f: getattr(dataset, f)[chosen] for f in ("images", "tokens") if hasattr(dataset, f)}
+    return dataclasses.replace(dataset, labels=labels[chosen], **rows)
 
 
 def channel_stats(images: np.ndarray, chunk: int = 4096):
@@ -146,6 +147,9 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
     Returns Splits(train, test) of ImageDataset.
     """
     key = str(name_or_path).lower()
+    from minicct.data.text import TEXT_DATASET_NAMES, load_text_dataset
+    if key in TEXT_DATASET_NAMES:   # text: word ids, not images (minicct.data.text)
+        return load_text_dataset(key, data_dir=data_dir, download=download, **kwargs)
     if key in ("cifar10", "cifar-10", "cifar100", "cifar-100"):
         from minicct.data.cifar import load_cifar
         splits = load_cifar(key.replace("-", ""), data_dir=data_dir, download=download)
@@ -160,7 +164,8 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
     if path.is_dir():
         from minicct.data.imagefolder import load_image_folder
         return load_image_folder(path, img_size=img_size)
-    raise DatasetError(f"unknown dataset {name_or_path!r}: expected one of {', '.join(DATASET_NAMES)} "
+    raise DatasetError(f"unknown dataset {name_or_path!r}: expected one of "
+                       f"{', '.join(DATASET_NAMES + TEXT_DATASET_NAMES)} "
                        f"or the path of an image folder (root/train/<class>/*.jpg, root/test/<class>/*.jpg); "
                        f"{str(path.resolve())!r} is not a directory")
 

@@ -14,12 +14,13 @@ from minicct.models.transformer import (TransformerEncoderLayer, TransformerClas
                                         sinusoidal_embedding)
 from minicct.models.cct import CompactTransformer, CCT, CVT, ViTLite
 from minicct.models.registry import create_model, list_models, model_config, VARIANTS, SIZES
+from minicct.models.text import TextCompactTransformer, list_text_models
 from minicct.models.complexity import count_params, count_macs, trace_macs, PAPER_TABLE_11, format_size_table
 
 __all__ = ["Tokenizer", "TransformerEncoderLayer", "TransformerClassifier", "SeqPool",
            "sinusoidal_embedding", "CompactTransformer", "CCT", "CVT", "ViTLite", "create_model",
            "list_models", "model_config", "VARIANTS", "SIZES", "count_params", "count_macs", "trace_macs",
-           "PAPER_TABLE_11", "format_size_table"]
+           "PAPER_TABLE_11", "format_size_table", "TextCompactTransformer", "list_text_models"]
 from minicct.models.checkpoint import save_weights, load_weights, resize_pos_embed
 from minicct.formats import read_state_dict, read_pth, write_pth, save_npz, load_npz, CheckpointError
 

@@ -3,6 +3,7 @@
 A name says the shape:  cct_7_3x1_32_sine = CCT, 7 layers, 3×3 convs, 1 conv layer, 32 px images,
 sinusoidal positional embedding;  vit_7_4_32 = ViT-Lite, 7 layers, 4×4 patches, 32 px.
 The sizes and the variants are data (two tables below); every name has a ``_sine`` twin.
+The text models (``text_cct_2_k1`` ...) are named in ``minicct.models.text`` and built here too.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import difflib
 import fnmatch
 
 from minicct.models.cct import CompactTransformer
+from minicct.models.text import TEXT_VARIANTS, TextCompactTransformer
 
 # layers: (heads, mlp ratio, width) — the paper's sizes.
 SIZES = {
@@ -64,16 +66,19 @@ VARIANTS = _variants()
 
 def list_models(pattern=None):
     """Sorted variant names, optionally filtered by a shell pattern (``list_models("cct_7*")``)."""
-    names = sorted(VARIANTS)
+    names = sorted(VARIANTS) + sorted(TEXT_VARIANTS)
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 def model_config(name):
     """The constructor arguments of a variant (a copy); ValueError naming close matches if unknown."""
+    if name in TEXT_VARIANTS:
+        return dict(TEXT_VARIANTS[name])
     if name not in VARIANTS:
-        close = difflib.get_close_matches(name, list(VARIANTS), n=5, cutoff=0.6)
+        known = list(VARIANTS) + list(TEXT_VARIANTS)
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (list_models() gives all {len(VARIANTS)} names)")
+        raise ValueError(f"unknown model {name!r}{hint} (list_models() gives all {len(known)} names)")
     return dict(VARIANTS[name])
 
 
@@ -88,6 +93,12 @@ def create_model(name, num_classes=10, img_size=None, positional_embedding=None,
     """
     spec = model_config(name)
     spec["num_classes"] = num_classes
+    if name in TEXT_VARIANTS:   # text: overrides must include vocab_size (and may set seq_len)
+        if img_size is not None:
+            raise ValueError(f"{name} is a text model: it takes word ids, not {img_size}px images")
+        if positional_embedding is not None:
+            spec["positional_embedding"] = positional_embedding
+        return TextCompactTransformer(**dict(spec, **overrides))
     if img_size is not None:
         spec["img_size"] = img_size
     if positional_embedding is not None:

@@ -42,8 +42,9 @@ class TransformerEncoderLayer(nn.Module):
         # The first layer's rate is 0: it gets an Identity (no parameters either way).
         self.drop_path = nn.DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x):
-        x = x + self.drop_path(self.self_attn(self.pre_norm(x)))
+    def forward(self, x, key_mask=None):
+        """key_mask: None or booleans (N, L), False = padding (never attended to)."""
+        x = x + self.drop_path(self.self_attn(self.pre_norm(x), key_mask=key_mask))
         x = self.norm1(x)
         y = self.linear2(self.dropout1(F.gelu(self.linear1(x))))
         return x + self.drop_path(self.dropout2(y))
@@ -58,14 +59,20 @@ class SeqPool(nn.Linear):
     It replaces the class token: every token contributes to the output, weighted by importance.
     The bias adds the same number to every score, which the softmax ignores: its gradient is always
     0 (up to rounding). It is kept because the released weights have it.
+    With a mask (N, L) of booleans (False = padding), padded tokens score -inf: the softmax runs
+    over the real tokens alone and padding gets weight exactly 0.
     """
 
     def __init__(self, embedding_dim):
         super().__init__(embedding_dim, 1)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         n, length, d = x.shape
-        w = F.softmax(F.linear(x, self.weight, self.bias), dim=1)    # (N, L, 1)
+        scores = F.linear(x, self.weight, self.bias)                # (N, L, 1)
+        if mask is not None:
+            xp = backend.get_array_module(x.data)
+            scores = scores + xp.where(xp.asarray(mask), 0.0, -xp.inf).astype(x.dtype)[:, :, None]
+        w = F.softmax(scores, dim=1)                                  # (N, L, 1)
         return (w.transpose(0, 2, 1) @ x).reshape(n, d)               # (N, 1, L) @ (N, L, d)
 
 
@@ -129,25 +136,38 @@ class TransformerClassifier(nn.Module):
         self.fc = nn.Linear(embedding_dim, num_classes)
         self.apply(_init_weights)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """x: (N, L, d); mask: None or booleans (N, L), False = padding (text). With a mask, L may
+        be shorter than the length the model was built for: the positional embedding's first L
+        rows are used (a batch of short sentences is padded only to its longest)."""
         n, length, d = x.shape
+        if mask is not None:
+            xp = backend.get_array_module(x.data)
+            mask = xp.asarray(mask, dtype=bool)
+            if mask.shape != (n, length):
+                raise ValueError(f"the mask must be (N, L) = {(n, length)}, got {tuple(mask.shape)}")
         if not self.seq_pool:
             # One copy of the class token per image; the broadcast add sums their gradients back.
             xp = backend.get_array_module(x.data)
             cls = self.class_emb + xp.zeros((n, 1, d), dtype=self.class_emb.dtype)
             x = concatenate([cls, x], axis=1)                      # (N, 1 + L, d)
-        if self.positional_emb is not None:
-            if x.shape[1] != self.positional_emb.shape[1]:
+            if mask is not None:                                    # the class token is real
+                mask = xp.concatenate([xp.ones((n, 1), dtype=bool), mask], axis=1)
+        pe = self.positional_emb
+        if pe is not None and mask is not None and x.shape[1] < pe.shape[1]:
+            pe = pe[:, :x.shape[1]]
+        if pe is not None:
+            if x.shape[1] != pe.shape[1]:
                 raise ValueError(
                     f"{x.shape[1] - self.num_tokens} tokens, but the positional embedding was built "
                     f"for {self.sequence_length}: the image size differs from the one the model was "
                     f"made for (create it with that img_size, or resize a learnable embedding)")
-            x = x + self.positional_emb
+            x = x + pe
         x = self.dropout(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, key_mask=mask)
         x = self.norm(x)
-        x = self.attention_pool(x) if self.seq_pool else x[:, 0]   # (N, d)
+        x = self.attention_pool(x, mask=mask) if self.seq_pool else x[:, 0]   # (N, d)
         return self.fc(x)
 
 

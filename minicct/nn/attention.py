@@ -34,10 +34,12 @@ class Attention(Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = Dropout(projection_dropout)
 
-    def forward(self, x):
+    def forward(self, x, key_mask=None):
+        """key_mask: None or booleans (N, L); False tokens (padding) get no attention."""
         return F.multi_head_attention(x, self.qkv.weight, self.proj.weight, self.proj.bias,
                                       self.num_heads, attn_drop=self.attn_drop.p,
-                                      proj_drop=self.proj_drop.p, training=self.training)
+                                      proj_drop=self.proj_drop.p, training=self.training,
+                                      key_mask=key_mask)
 
     def extra_repr(self):
         return f"dim={self.dim}, num_heads={self.num_heads}"

@@ -5,8 +5,8 @@ Where a setting comes from, lowest to highest priority:
 
     1. ``DEFAULTS``: CCT-2/3x2 on CIFAR-10 as the official ``configs/datasets/cifar10.yml`` runs it
        through timm (300 cosine epochs + 10 warmup inside them + 10 cooldown = 310 epochs)
-    2. a preset (``--preset NAME``; ``shapes`` applies by itself to the shapes dataset): a dict of
-       flag defaults in ``PRESETS``
+    2. a preset (``--preset NAME``; a dataset in ``DATASET_PRESETS`` -- shapes, cifar100, mnist,
+       fashion-mnist, flowers102, text-synth -- brings its own): a dict of flag defaults in ``PRESETS``
     3. with ``--resume``, the settings stored in the checkpoint (so a bare ``--resume auto`` continues
        the same run, on the same data folder)
     4. flags given on the command line
@@ -68,10 +68,43 @@ PRESETS = {
                      epochs=12, time_limit=30.0, sched_on_updates=True, warmup_epochs=1, warmup_lr=5e-4,
                      cooldown_epochs=0, batch_size=64, lr=2e-3, weight_decay=0.05, aa="none", mixup=0.0,
                      cutmix=0.0, reprob=0.0, smoothing=0.1),
+    # ---- the paper's other experiments (each applies by itself to the dataset of its name) ----------
+    # CIFAR-100: the official configs/datasets/cifar100.yml -- the CIFAR-10 recipe with lr 6e-4, warmup
+    # from 1e-6 and mixing never switched off. The model stays CCT-2/3x2 unless --model says otherwise.
+    "cifar100": dict(lr=6e-4, warmup_lr=1e-6, mixup_off_epoch=0),
+    # Flowers-102 from scratch: the official configs/pretrained/cct_7-7x2_flowers102.yml (with
+    # configs/datasets/flowers102.yml's random erasing): CCT-7/7x2 with sine positions at 224 px,
+    # batch 96, lr 5e-4, warmup from 1e-6, mixing never off; 300 + 10 epochs on the 1020 training images.
+    "flowers102": dict(model="cct_7_7x2_224_sine", img_size=224, batch_size=96, lr=5e-4, weight_decay=0.06,
+                       warmup_lr=1e-6, mixup_off_epoch=0, reprob=0.25),
+    # MNIST and Fashion-MNIST, 28x28 grey: the official repository has no config for them, so these
+    # are the CIFAR-10 recipe (the defaults) with CCT-7/3x1, one 3x3 conv + pool: 14x14 = 196 tokens.
+    "mnist": dict(model="cct_7_3x1_32"),
+    "fashion-mnist": dict(model="cct_7_3x1_32"),
+    # The synthetic text task (minicct.data.text.make_text_synth), offline: text CCT-2 with 2-word
+    # kernels (it must see which word a "not" stands next to), no image augmentation (the text
+    # batches ignore it), no attention dropout or stochastic depth in a run this short.
+    # Measured: 99.8% test top-1 after the first epoch, 100.0% after 3, in 73 s on 2 cores at load ~11.
+    "text-synth": dict(model="text_cct_2_k2", epochs=3, warmup_epochs=0, cooldown_epochs=0, batch_size=64,
+                       model_kwargs=["attention_dropout=0.0", "stochastic_depth=0.0"],
+                       lr=1e-3, weight_decay=0.05, aa="none", mixup=0.0, cutmix=0.0, reprob=0.0,
+                       smoothing=0.0),
 }
 
+# A dataset named here trains with its preset unless --preset says otherwise.
+DATASET_PRESETS = {"shapes": "shapes", "cifar100": "cifar100", "mnist": "mnist", "fashion-mnist": "fashion-mnist",
+                   "flowers102": "flowers102", "flowers102-valid": "flowers102", "text-synth": "text-synth"}
 
-DATASETS = ("cifar10", "cifar100", "shapes")
+# The datasets known by name (anything else must be an image folder); '-' and '_' do not count
+# when a name is matched ('cifar-10', 'fashion_mnist').
+DATASETS = ("cifar10", "cifar100", "shapes", "mnist", "fashion-mnist", "flowers102", "flowers102-valid",
+            "text-synth", "agnews", "trec")
+
+
+def dataset_key(name):
+    """'Fashion_MNIST' -> 'fashion-mnist': the DATASETS entry a name means, or None."""
+    squash = str(name).lower().replace("-", "").replace("_", "")
+    return next((d for d in DATASETS if d.replace("-", "") == squash), None)
 
 EXAMPLES = """examples:
   python -m minicct.train cifar10                       # the paper's recipe: 310 epochs (~18 h on 2 CPU cores)
@@ -101,7 +134,7 @@ def build_parser() -> ArgumentParser:
             help += f" (default: {default:g})" if isinstance(default, float) else f" (default: {default})"
         group.add_argument(*names, help=help, **kw)
 
-    add(p, "dataset", nargs="?", help="'cifar10', 'cifar100', 'shapes', or an ImageFolder root (train/<class>/*, "
+    add(p, "dataset", nargs="?", help=f"one of {', '.join(DATASETS)}, or an ImageFolder root (train/<class>/*, "
                                       "test/<class>/* or val/<class>/*); may be left out with --resume PATH")
     g = p.add_argument_group("model")
     add(g, "--model", help="model name, e.g. cct_7_3x1_32 (python -c 'import minicct.models as m; "
@@ -298,8 +331,8 @@ def merge(explicit: dict, saved: dict | None = None):
     saved = {k: v for k, v in (saved or {}).items() if k in DEFAULTS and k not in NOT_RESUMED}
     preset = explicit.get("preset", saved.get("preset"))
     dataset = explicit.get("dataset", saved.get("dataset"))
-    if preset is None and dataset is not None and str(dataset).lower() == "shapes":
-        preset = "shapes"
+    if preset is None and dataset is not None:
+        preset = DATASET_PRESETS.get(dataset_key(dataset))
     chosen = dict(PRESETS.get(preset, {}))
     if "model" in explicit:  # a preset's model_kwargs belong to the preset's model
         chosen.pop("model_kwargs", None)
@@ -346,10 +379,10 @@ def check(values: dict, explicit: dict):
     check_model(values["model"], values["model_kwargs"])
     dataset = values["dataset"]
     if dataset is None:
-        raise RunError("no dataset: give 'cifar10', 'cifar100', 'shapes' or an image folder "
+        raise RunError(f"no dataset: give one of {', '.join(DATASETS)} or an image folder "
                        "(python -m minicct.train DATASET), or --resume PATH to continue a run")
-    key = str(dataset).lower().replace("-", "")
-    if key not in DATASETS and not Path(dataset).expanduser().is_dir():
+    key = dataset_key(dataset)
+    if key is None and not Path(dataset).expanduser().is_dir():
         raise RunError(f"dataset {dataset!r}: not one of {', '.join(DATASETS)}, and "
                        f"{str(Path(dataset).expanduser().resolve())!r} is not a directory (an image folder "
                        f"holds train/<class>/* and test/<class>/*)")
@@ -360,7 +393,7 @@ def check(values: dict, explicit: dict):
     # saved absolute, so that --resume finds the data from any working directory
     if values["data_dir"] is not None:
         values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
-    if key not in DATASETS:
+    if key is None:
         values["dataset"] = str(Path(dataset).expanduser().resolve())
     try:
         values["device"] = backend.check_device(values["device"])
@@ -390,7 +423,9 @@ def check_model(name, kwargs):
         hint = f"; did you mean {' or '.join(close[:3])}?" if close else ""
         raise RunError(f"--model {name}: unknown model{hint} (python -c 'import minicct.models as m; "
                        f"print(m.list_models())' lists all {len(names)})")
-    params = inspect.signature(CompactTransformer.__init__).parameters
+    from minicct.models.text import TextCompactTransformer, list_text_models
+    cls = TextCompactTransformer if name in list_text_models() else CompactTransformer
+    params = inspect.signature(cls.__init__).parameters
     known = set(params) - {"self", "num_classes"}
     for key, value in kwargs.items():
         if key not in known:

@@ -67,13 +67,16 @@ def load_data(config):
 def build_model(model_cfg, train_set, device):
     """The model named by --model (+ --model-kwargs), sized for the data, on ``device``."""
     from minicct import models
+    # A text dataset tells its model the vocabulary size and the longest sentence (model_kwargs).
+    kwargs = {**getattr(train_set, "model_kwargs", {}), **model_cfg.kwargs}
+    what = f"{train_set.img_size}px images" if train_set.img_size else "this data"
     try:
         model = models.create_model(model_cfg.name, num_classes=train_set.num_classes,
-                                    img_size=train_set.img_size, **model_cfg.kwargs)
+                                    img_size=train_set.img_size, **kwargs)
     except (KeyError, ValueError, TypeError) as e:
         msg = e.args[0] if e.args else str(e)
-        raise RunError(f"cannot build model {model_cfg.name!r} for {train_set.img_size}px images: {msg} "
-                       f"(check --model-kwargs and --img-size)") from None
+        raise RunError(f"cannot build model {model_cfg.name!r} for {what}: {msg} "
+                       f"(check --model, --model-kwargs and --img-size)") from None
     return model.to(device)
 
 
@@ -93,6 +96,10 @@ def build_loaders(config, train_set, test_set):
     """The training loader (augmentation, mixing, smoothing) and the evaluation loader."""
     from minicct.data.loader import eval_loader, train_loader
     a = config.augment
+    if getattr(train_set, "kind", "") == "text":      # batches of word ids: no image augmentation
+        from minicct.data.text import text_loaders
+        return text_loaders(train_set, test_set, config.optim.batch_size, config.run.seed,
+                            config.run.eval_batch_size, a.smoothing)
     try:
         train = train_loader(train_set, batch_size=config.optim.batch_size, seed=config.run.seed,
                              workers=config.run.workers, auto_augment=a.policy, mixup_alpha=a.mixup,

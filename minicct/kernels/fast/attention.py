@@ -21,7 +21,7 @@ import math
 from typing import NamedTuple
 
 from minicct.backend import get_array_module
-from minicct.kernels.attention import check_sdpa_shapes
+from minicct.kernels.attention import check_key_mask, check_sdpa_shapes, mask_scores
 from minicct.kernels.dropout import keep_mask
 
 BLOCK = 1 << 18   # score values per block: ~1 MB of float32, a block's passes stay in cache
@@ -55,19 +55,23 @@ def _blocks(q, S, block):
     return [slice(a, a + n) for a in range(0, q.shape[0], n)]
 
 
-def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None, block=BLOCK):
-    """q: (..., L, D), k: (..., S, D), v: (..., S, Dv) -> out: (..., L, Dv), cache."""
+def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None, key_mask=None, block=BLOCK):
+    """q: (..., L, D), k: (..., S, D), v: (..., S, Dv) -> out: (..., L, Dv), cache.
+    key_mask: None or booleans (N, S), as the reference's."""
     check_sdpa_shapes(q, k, v)
+    if key_mask is not None:
+        key_mask = check_key_mask(key_mask, q, k)
     blocks = _blocks(q, k.shape[-2], block)
     shapes = (q.shape, k.shape, v.shape)
     if len(blocks) == 1:
-        out, c = _attend(q, k, v, dropout_p, training, generator)
+        out, c = _attend(q, k, v, dropout_p, training, generator, key_mask)
         return out, BlockedSdpaCache([(slice(None), c)], *shapes)
     xp = get_array_module(q)
     out = xp.empty(q.shape[:-1] + v.shape[-1:], dtype=xp.result_type(q, v))
     caches = []
     for b in blocks:
-        out[b], c = _attend(q[b], k[b], v[b], dropout_p, training, generator)
+        out[b], c = _attend(q[b], k[b], v[b], dropout_p, training, generator,
+                            None if key_mask is None else key_mask[b])
         caches.append((b, c))
     return out, BlockedSdpaCache(caches, *shapes)
 
@@ -83,12 +87,14 @@ def sdpa_backward(gy, cache):
     return gq, gk, gv
 
 
-def _attend(q, k, v, dropout_p, training, generator):
+def _attend(q, k, v, dropout_p, training, generator, key_mask=None):
     """The forward math on one block: out, and the BlockCache for _attend_backward."""
     xp = get_array_module(q)
     scale = q.shape[-1] ** -0.5
     qs = q * scale
     P = qs @ xp.swapaxes(k, -1, -2)         # S
+    if key_mask is not None:                 # padded keys: score -inf, so weight exactly 0
+        mask_scores(P, key_mask)
     P -= P.max(axis=-1, keepdims=True)      # stable softmax, in place
     xp.exp(P, out=P)
     norm = xp.reciprocal(P.sum(axis=-1, keepdims=True))
