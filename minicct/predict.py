@@ -2,7 +2,8 @@
 
     python -m minicct.predict cat.jpg dog.png --checkpoint runs/cifar10-cct_2_3x2_32/best.npz
 
-Any image size or mode works: each image is converted to RGB, its shorter side resized (bicubic) to
+Any image size or mode works: each image is converted to RGB (grey for a model trained on grey images,
+such as MNIST's), its shorter side resized (bicubic) to
 the model's input size and the centre cropped square (as ImageFolder data is prepared), then
 normalised with the training set's mean and std. Class names come from the checkpoint.
 """
@@ -30,7 +31,7 @@ def build_parser():
 
 
 def predict(model, images, mean, std, device):
-    """images: (N, S, S, 3) uint8 -> class probabilities (N, C) float64 (NumPy)."""
+    """images: (N, S, S, C) uint8 (C = 3, or 1 for grey) -> class probabilities (N, K) float64 (NumPy)."""
     from minicct import Tensor, no_grad
     from minicct.data import Normalize
     with no_grad():
@@ -48,7 +49,8 @@ def main(argv=None):
     ckpt = load_checkpoint(args.checkpoint)
     data = ckpt["data"]
     classes, size = list(data["classes"]), int(data["img_size"])
-    images = np.stack([load_image(path, size) for path in args.images])
+    grey = int(ckpt["model"].get("n_input_channels", 3)) == 1
+    images = np.stack([load_image(path, size, mode="L" if grey else "RGB") for path in args.images])
     model = model_from_checkpoint(ckpt, device)
     probs = predict(model, images, data["mean"], data["std"], device)
     k = max(1, min(args.top, len(classes)))

@@ -315,7 +315,8 @@ class Trainer:
         a = self.args
         try:
             model = models.create_model(a.model, num_classes=self.train_set.num_classes,
-                                        img_size=self.train_set.img_size, **a.model_kwargs)
+                                        img_size=self.train_set.img_size,
+                                        **{"n_input_channels": self.train_set.channels, **a.model_kwargs})
         except (KeyError, ValueError, TypeError) as e:
             msg = e.args[0] if e.args else str(e)
             raise RunError(f"cannot build model {a.model!r} for {self.train_set.img_size}px images: {msg}") from None
@@ -343,7 +344,8 @@ class Trainer:
         return {
             "epoch": epochs_done,
             "model": {"name": a.model, "num_classes": self.train_set.num_classes,
-                      "img_size": self.train_set.img_size, "kwargs": dict(a.model_kwargs),
+                      "img_size": self.train_set.img_size, "n_input_channels": self.train_set.channels,
+                      "kwargs": dict(a.model_kwargs),
                       "state": self.model.state_dict()},
             "data": {"dataset": str(a.dataset), "classes": list(self.train_set.classes),
                      "mean": list(self.train_set.mean), "std": list(self.train_set.std),
