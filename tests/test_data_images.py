@@ -308,11 +308,10 @@ def fake_flowers(tmp_path, monkeypatch):
     return labels, ids
 
 
-@pytest.mark.parametrize("eval_split, key", [("test", "tstid"), ("valid", "valid")])
-def test_flowers_split_labels_and_images(tmp_path, fake_flowers, eval_split, key):
+@pytest.mark.parametrize("name, key", [("flowers102", "tstid"), ("flowers102-valid", "valid")])
+def test_flowers_split_labels_and_images(tmp_path, fake_flowers, name, key):
     labels, ids = fake_flowers
-    train, test = get_dataset("flowers102", data_dir=tmp_path, img_size=16, download=False, check_counts=False,
-                              eval_split=eval_split)
+    train, test = get_dataset(name, data_dir=tmp_path, img_size=16, download=False, check_counts=False)
     for ds, k in ((train, "trnid"), (test, key)):
         assert ds.images.shape == (len(ids[k]), 16, 16, 3)
         np.testing.assert_array_equal(ds.labels, labels[ids[k] - 1] - 1)  # 1-based ids and labels -> 0-based
@@ -443,6 +442,7 @@ def test_paper_presets_apply_by_dataset_name():
     args, _ = parse_args(["flowers102"])
     assert (args.model, args.img_size, args.batch_size, args.lr, args.mixup_off_epoch) == \
         ("cct_7_7x2_224_sine", 224, 96, 5e-4, 0)
+    assert parse_args(["flowers102-valid"])[0].preset == "flowers102"
     args, _ = parse_args(["cifar100"])
     assert args.preset == "cifar100" and args.lr == 6e-4 and args.warmup_lr == 1e-6
     args, _ = parse_args(["fashion-mnist", "--preset", "fast-cpu"])

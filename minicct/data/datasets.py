@@ -136,7 +136,7 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
         one square size).
     download: the downloadable sets; False raises DatasetError instead of fetching.
     kwargs: passed on (shapes: ``n_train``, ``n_test``, ``seed``, ``num_classes``; flowers102:
-        ``eval_split='valid'`` to test on the validation split).
+        ``eval_split='valid'`` to test on the validation split, which the name 'flowers102-valid' also asks for).
     Returns Splits(train, test) of ImageDataset.
     """
     key = str(name_or_path).lower()
@@ -155,8 +155,10 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
             for ds in splits:
                 ds.images = resize_images(ds.images, img_size)
         return splits
-    if key in ("flowers102", "flowers-102"):
+    if key in ("flowers102", "flowers-102", "flowers102-valid"):
         from minicct.data.flowers import load_flowers102
+        if key == "flowers102-valid":  # evaluate on the validation split, as the official config does
+            kwargs["eval_split"] = "valid"
         return load_flowers102(data_dir=data_dir, img_size=img_size or 224, download=download, **kwargs)
     if key == "shapes":
         from minicct.data.shapes import make_shapes

@@ -60,7 +60,8 @@ PRESETS = {
 # A dataset named here trains with its preset unless --preset says otherwise.
 DATASET_PRESETS = {"shapes": "shapes", "cifar100": "cifar100", "cifar-100": "cifar100", "mnist": "mnist",
                    "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
-                   "fashionmnist": "fashion-mnist", "flowers102": "flowers102", "flowers-102": "flowers102"}
+                   "fashionmnist": "fashion-mnist", "flowers102": "flowers102", "flowers-102": "flowers102",
+                   "flowers102-valid": "flowers102"}
 
 
 def build_parser(argument_default=None) -> argparse.ArgumentParser:
