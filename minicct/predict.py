@@ -2,7 +2,8 @@
 
     python -m minicct.predict cat.jpg dog.png --checkpoint runs/cifar10-cct_2_3x2_32/best.npz
 
-Any image size or mode works: each image is converted to RGB, its shorter side resized (bicubic) to
+Any image size or mode works: each image is converted to RGB (grey for a model trained on grey images,
+such as MNIST's), its shorter side resized (bicubic) to
 the model's input size and the centre cropped square (as ImageFolder data is prepared), then
 normalised with the training set's mean and std. Class names come from the checkpoint. A file that
 is missing, a folder, or not an image is reported on stderr and skipped; the others are still
@@ -38,7 +39,7 @@ def build_parser():
 
 
 def predict(model, images, mean, std, device):
-    """images: (N, S, S, 3) uint8 -> class probabilities (N, C) float64 (NumPy)."""
+    """images: (N, S, S, C) uint8 (C = 3, or 1 for grey) -> class probabilities (N, K) float64 (NumPy)."""
     from minicct import Tensor, no_grad
     from minicct.data import Normalize
     with no_grad():
@@ -47,8 +48,8 @@ def predict(model, images, mean, std, device):
     return probs
 
 
-def read_image(path, size):
-    """(size, size, 3) uint8, or a reason the file cannot be used (a string)."""
+def read_image(path, size, mode="RGB"):
+    """(size, size, C) uint8 (C = 3, or 1 for mode 'L'), or a reason the file cannot be used (a string)."""
     from minicct.data.imagefolder import load_image
     p = Path(path)
     if p.is_dir():
@@ -56,7 +57,7 @@ def read_image(path, size):
     if not p.exists():
         return f"{path}: no such file"
     try:
-        return load_image(p, size)
+        return load_image(p, size, mode=mode)
     except DatasetError as e:
         cause = e.__context__   # Pillow's own exception, hidden by the loader's ``from None``
         why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
@@ -69,9 +70,10 @@ def main(argv=None):
     ckpt = load_checkpoint(args.checkpoint)
     data = ckpt["data"]
     classes, size = list(data["classes"]), int(data["img_size"])
+    mode = "L" if int(ckpt["model"].get("n_input_channels", 3)) == 1 else "RGB"   # grey models: MNIST
     images, paths = [], []
     for path in args.images:
-        img = read_image(path, size)
+        img = read_image(path, size, mode)
         if isinstance(img, str) and len(args.images) == 1:
             raise RunError(img)
         if isinstance(img, str):

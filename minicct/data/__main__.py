@@ -3,6 +3,7 @@
     python -m minicct.data shapes                       # images/s with 0, 1 and 2 workers
     python -m minicct.data cifar10 --workers 2 --batches 100
     python -m minicct.data cifar10 --grid batch.png     # save one augmented, mixed batch as a picture
+    python -m minicct.data --list                       # the datasets by name, and where they are kept
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def main(argv=None):
 
     p = ArgumentParser(prog="python -m minicct.data", description=__doc__)
     p.add_argument("dataset", nargs="?", default="shapes",
-                   help="cifar10, cifar100, shapes or an image folder (default: shapes)")
+                   help="cifar10, cifar100, mnist, fashion-mnist, flowers102, shapes or an image folder"
+                        " (default: shapes)")
+    p.add_argument("--list", action="store_true", help="list the datasets by name and stop")
     p.add_argument("--data-dir", default=None, help="an existing folder where CIFAR is (default: data/)")
     p.add_argument("--workers", type=non_negative(int, "--workers 0 1 2"), nargs="+", default=[0, 1, 2],
                    help="worker counts to measure (default: 0 1 2)")
@@ -32,6 +35,9 @@ def main(argv=None):
                    help="batches per measurement (default: one epoch)")
     p.add_argument("--grid", default=None, help="save the first batch (de-normalised) to this PNG and stop")
     a = p.parse_args(argv)
+    if a.list:
+        list_datasets(a.data_dir)
+        return 0
     if a.data_dir is not None and not Path(a.data_dir).is_dir():
         raise RunError(f"--data-dir {a.data_dir}: no such folder; give the folder that holds the data, "
                        f"or leave --data-dir out to use data/")
@@ -44,6 +50,8 @@ def main(argv=None):
         from PIL import Image
         x, _ = next(iter(train_loader(train, batch_size=min(a.batch_size, 64))))
         imgs = Normalize(train.mean, train.std).inverse(np.clip(x, -3, 3))  # erased noise is clipped for display
+        if imgs.shape[-1] == 1:
+            imgs = imgs[..., 0]  # grey: (N, H, W) for Pillow's 'L' mode
         rows = [np.concatenate(list(imgs[r * 8:(r + 1) * 8]), axis=1) for r in range(len(imgs) // 8)]
         Image.fromarray(np.concatenate(rows, axis=0)).resize(
             (rows[0].shape[1] * 3, len(rows) * rows[0].shape[0] * 3), Image.Resampling.NEAREST).save(a.grid)
@@ -62,6 +70,22 @@ def main(argv=None):
         print(f"workers={w}: {n} images in {dt:.2f} s = {n / dt:,.0f} images/s "
               f"(a {len(train):,}-image epoch: {len(train) / (n / dt):.1f} s)")
     return 0
+
+
+def list_datasets(data_dir=None):
+    """Print each named dataset, what it is, and the folder it is read from or downloaded to."""
+    from minicct.data.datasets import default_data_dir
+    root = default_data_dir() if data_dir is None else data_dir
+    rows = [("cifar10", "CIFAR-10: 50,000 + 10,000 RGB 32x32, 10 classes", "cifar-10-batches-py/"),
+            ("cifar100", "CIFAR-100: 50,000 + 10,000 RGB 32x32, 100 classes", "cifar-100-python/"),
+            ("mnist", "MNIST: 60,000 + 10,000 grey 28x28 digits", "mnist/"),
+            ("fashion-mnist", "Fashion-MNIST: 60,000 + 10,000 grey 28x28, 10 classes", "fashion-mnist/"),
+            ("flowers102", "Flowers-102: 1,020 train / 1,020 valid / 6,149 test photos, 102 classes",
+             "flowers-102/"),
+            ("shapes", "synthetic shapes, generated in memory (offline)", None)]
+    for name, what, folder in rows:
+        where = f"{root}/{folder}" if folder else "(not stored)"
+        print(f"{name:14s} {what}\n{'':14s} {where}")
 
 
 if __name__ == "__main__":

@@ -44,17 +44,18 @@ def _list_split(split_dir: Path, classes=None):
     return items, classes
 
 
-def load_image(path: Path, img_size: int | None) -> np.ndarray:
+def load_image(path: Path, img_size: int | None, mode: str = "RGB") -> np.ndarray:
     """One file -> (img_size, img_size, 3) uint8: shorter side resized (bicubic), centre crop.
 
-    img_size None keeps the image's own size (the caller checks they all agree).
+    img_size None keeps the image's own size (the caller checks they all agree). mode 'L' gives a
+    grey image (img_size, img_size, 1) instead.
     """
     from PIL import Image
     try:
         with Image.open(path) as im:
             if img_size is not None:
-                im.draft("RGB", (img_size, img_size))  # JPEG: let the decoder shrink big files cheaply
-            im = im.convert("RGB")
+                im.draft(mode, (img_size, img_size))  # JPEG: let the decoder shrink big files cheaply
+            im = im.convert(mode)
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError... on bad files
         raise DatasetError(f"{path} could not be read as an image ({type(e).__name__}: {e}); "
                            f"delete or replace it") from None
@@ -66,7 +67,8 @@ def load_image(path: Path, img_size: int | None) -> np.ndarray:
             im = im.resize((nw, nh), Image.Resampling.BICUBIC)
         left, top = (nw - img_size) // 2, (nh - img_size) // 2
         im = im.crop((left, top, left + img_size, top + img_size))
-    return np.asarray(im, dtype=np.uint8)
+    x = np.asarray(im, dtype=np.uint8)
+    return x[..., None] if x.ndim == 2 else x
 
 
 def _load_split(items, img_size, split_dir):

@@ -4,14 +4,14 @@
     for epoch in range(start, epochs):
         loader.set_epoch(epoch)                   # resumable: the state is just (seed, epoch)
         loader.mixup.enabled = epoch < 175        # CCT stops mixing late in training
-        for x, y in loader:                       # x (N, 3, H, W) float32, y (N, C) float32
+        for x, y in loader:                       # x (N, C, H, W) float32, y (N, K) float32
             ...
         print(loader.wait_time)                   # seconds this epoch the consumer waited for data
 
 What one batch goes through (``BatchPipeline``, run whole by one worker or in-process):
 
     images[idx] -> TrainTransform per image (crop, flip, RandAugment; Pillow, uint8)
-                -> Normalize (float32, (N, 3, H, W)) -> Mixup/CutMix + smoothed targets
+                -> Normalize (float32, (N, C, H, W)) -> Mixup/CutMix + smoothed targets
                 -> RandomErasing per image                             = (x, y)
 
 Mixing and erasing run in the workers too, after normalising, as timm's GPU prefetcher does:
@@ -57,7 +57,7 @@ def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
 class BatchPipeline:
     """Indices -> one finished batch. Holds the dataset arrays and every transform.
 
-    Training (transform given): x float32 (N, 3, S, S); y float32 (N, C) soft targets when mixup is
+    Training (transform given): x float32 (N, C, S, S); y float32 (N, C) soft targets when mixup is
     set, else int64 (N,). Evaluation (transform None): x normalised, y int64 (N,) labels.
     """
 
@@ -287,7 +287,7 @@ def train_loader(dataset: ImageDataset, batch_size: int = 128, seed: int = 0, wo
 
 
 def eval_loader(dataset: ImageDataset, batch_size: int = 256, mean=None, std=None, workers: int = 0) -> DataLoader:
-    """Every image once, in order: x float32 (N, 3, H, W) normalised, y int64 (N,); last batch may be short.
+    """Every image once, in order: x float32 (N, C, H, W) normalised, y int64 (N,); last batch may be short.
 
     mean/std default to the dataset's own (for a test split: the training split's).
     """

@@ -10,6 +10,10 @@ bits, Solarize uses a lower threshold, and Color/Contrast/Brightness/Sharpness m
 in either direction. Geometric ops fill uncovered pixels with ``fill`` (the dataset mean as uint8) and
 resample with bilinear or bicubic interpolation, chosen at random per op.
 
+Images are RGB (H, W, 3) or grey (H, W, 1), held by Pillow as mode 'RGB' or 'L' (``pil_image``).
+Every op works per channel, so a grey image stays grey: Color has nothing to desaturate and leaves
+it unchanged, the rest act on the one channel exactly as on each of R, G and B.
+
 Random numbers are drawn for a whole batch at once (``sample``), so the per-image work (``apply``)
 is nothing but Pillow calls. Sampling and application are deterministic for a given Generator.
 
@@ -32,6 +36,20 @@ RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.B
             "nearest": Image.Resampling.NEAREST}
 
 
+# --- arrays <-> Pillow -------------------------------------------------------------------------------
+def pil_image(x: np.ndarray) -> Image.Image:
+    """(H, W, 3) uint8 -> an 'RGB' image; (H, W, 1) -> an 'L' (grey) image."""
+    if x.ndim != 3 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"expected an image (H, W, 3) or (H, W, 1), got shape {x.shape}")
+    return Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x)
+
+
+def pil_array(img: Image.Image) -> np.ndarray:
+    """An 'RGB' or 'L' image -> (H, W, 3) or (H, W, 1) uint8: the channel axis is always there."""
+    x = np.asarray(img)
+    return x[..., None] if x.ndim == 2 else x
+
+
 # --- the ops: PIL image in, PIL image out ---------------------------------------------------------
 def _affine(img, matrix, resample, fill):
     # PIL's affine matrix maps *output* pixel (x, y) to input pixel (a x + b y + c, d x + e y + f)
@@ -39,14 +57,14 @@ def _affine(img, matrix, resample, fill):
 
 
 def _pixelwise(fn):
-    """Run an op written on the uint8 array (H, W, 3) on a PIL image.
+    """Run an op written on the uint8 array (H, W, C) on a PIL image ('RGB': C = 3, 'L': C = 1).
 
     The colour-mapping ops below are written in NumPy: Pillow applies a lookup table by first
     rounding all 768 entries in Python, which costs ten times more than the whole op here. Each
     matches its Pillow counterpart (ImageOps.*) value for value; the tests check that.
     """
     def op(img, arg, resample, fill):
-        return Image.fromarray(fn(np.asarray(img), arg))
+        return pil_image(fn(pil_array(img), arg))
     op.__name__ = fn.__name__
     op.__doc__ = fn.__doc__
     return op
@@ -59,7 +77,7 @@ def auto_contrast(x, arg=None):
     hi = x.max(axis=(0, 1)).astype(np.float64)
     flat = hi <= lo
     scale = 255.0 / np.where(flat, 1.0, hi - lo)
-    lut = np.clip(np.floor(np.arange(256.0)[:, None] * scale - lo * scale), 0, 255)   # (256, 3)
+    lut = np.clip(np.floor(np.arange(256.0)[:, None] * scale - lo * scale), 0, 255)   # (256, C)
     lut[:, flat] = np.arange(256.0)[:, None]  # a single-valued channel is left alone
     return _apply_lut(x, lut)
 
@@ -67,8 +85,8 @@ def auto_contrast(x, arg=None):
 @_pixelwise
 def equalize(x, arg=None):
     """Flatten each channel's histogram (ImageOps.equalize): value v -> (step // 2 + #pixels below v) // step."""
-    lut = np.empty((256, 3), np.int64)
-    for c in range(3):
+    lut = np.empty((256, x.shape[-1]), np.int64)
+    for c in range(x.shape[-1]):
         h = np.bincount(x[..., c].ravel(), minlength=256)
         present = h[h > 0]
         step = (present.sum() - present[-1]) // 255 if len(present) > 1 else 0
@@ -108,8 +126,9 @@ def solarize_add(x, add, threshold=128):
 
 
 def _apply_lut(x, lut):
-    """x (H, W, 3) uint8, lut (256, 3) -> lut[x[..., c], c] per channel, uint8."""
-    return np.take_along_axis(lut.astype(np.uint8), x.reshape(-1, 3).astype(np.intp), axis=0).reshape(x.shape)
+    """x (H, W, C) uint8, lut (256, C) -> lut[x[..., c], c] per channel, uint8."""
+    C = x.shape[-1]
+    return np.take_along_axis(lut.astype(np.uint8), x.reshape(-1, C).astype(np.intp), axis=0).reshape(x.shape)
 
 
 def color(img, factor, resample, fill):
@@ -248,7 +267,7 @@ class RandAugment:
     """Per-image RandAugment on PIL images, randomness drawn per batch.
 
         ra = RandAugment.from_config("rand-m9-mstd0.5-inc1", fill=(125, 123, 114))
-        out = ra(img, rng)                   # img (H, W, 3) uint8 -> (H, W, 3) uint8
+        out = ra(img, rng)                   # img (H, W, C) uint8 -> (H, W, C) uint8, C = 3 or 1
     """
 
     def __init__(self, ops=INCREASING_OPS, num_ops=2, magnitude=9.0, magnitude_std=0.5,
@@ -299,8 +318,8 @@ class RandAugment:
         return img
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """img (H, W, 3) uint8 -> (H, W, 3) uint8."""
-        return np.asarray(self.apply(Image.fromarray(img), self.sample(1, rng), 0))
+        """img (H, W, C) uint8 -> (H, W, C) uint8."""
+        return pil_array(self.apply(pil_image(img), self.sample(1, rng), 0))
 
     def __repr__(self):
         return (f"RandAugment(n={self.num_ops}, m={self.magnitude}, mstd={self.magnitude_std}, "
@@ -309,6 +328,8 @@ class RandAugment:
 
 def apply_op(img: np.ndarray, name: str, magnitude: float, negate: bool = False, fill=(128, 128, 128),
              interpolation: str = "bilinear") -> np.ndarray:
-    """One named op at a fixed magnitude on img (H, W, 3) uint8 -> (H, W, 3) uint8 (for tests and lessons)."""
+    """One named op at a fixed magnitude on img (H, W, C) uint8 -> (H, W, C) uint8 (for tests and lessons).
+
+    fill: one value per channel (3 for RGB, 1 for grey)."""
     arg = level_to_arg(name, magnitude, negate)
-    return np.asarray(OPS[name][0](Image.fromarray(img), arg, RESAMPLE[interpolation], tuple(fill)))
+    return pil_array(OPS[name][0](pil_image(img), arg, RESAMPLE[interpolation], tuple(fill)))

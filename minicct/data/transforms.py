@@ -3,7 +3,9 @@
 Per image (uint8 in, uint8 out, on PIL images):
     RandomResizedCrop -> horizontal flip (p 0.5) -> RandAugment            = ``TrainTransform``
 Per batch (vectorised NumPy):
-    Normalize (uint8 (N, H, W, 3) -> float32 (N, 3, H, W)) -> Mixup/CutMix -> RandomErasing
+    Normalize (uint8 (N, H, W, C) -> float32 (N, C, H, W)) -> Mixup/CutMix -> RandomErasing
+
+C is 3 for RGB images and 1 for grey ones (MNIST); every step keeps the channel count.
 
 Evaluation is ``Normalize`` alone: the datasets are already at the model's input size.
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from minicct.data.randaugment import RESAMPLE, RandAugment
+from minicct.data.randaugment import RESAMPLE, RandAugment, pil_array, pil_image
 
 
 # --- RandomResizedCrop -----------------------------------------------------------------------------
@@ -83,14 +85,14 @@ class RandomResizedCrop:
         return box.resize((self.size, self.size), self._resample[p.resample[i]])
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """img (H, W, 3) uint8 -> (size, size, 3) uint8."""
+        """img (H, W, C) uint8 -> (size, size, C) uint8."""
         p = self.sample(1, img.shape[0], img.shape[1], rng)
-        return np.asarray(self.apply(Image.fromarray(img), p, 0))
+        return pil_array(self.apply(pil_image(img), p, 0))
 
 
 # --- the per-image training pipeline --------------------------------------------------------------
 def mean_fill(mean) -> tuple:
-    """Dataset mean in [0, 1] -> the uint8 RGB colour geometric ops fill with (as timm's img_mean)."""
+    """Dataset mean in [0, 1] (one per channel) -> the uint8 colour geometric ops fill with (as timm's img_mean)."""
     return tuple(min(255, round(255 * m)) for m in mean)
 
 
@@ -98,7 +100,7 @@ class TrainTransform:
     """RandomResizedCrop -> horizontal flip -> RandAugment, per image; uint8 in, uint8 out.
 
         t = TrainTransform(32, mean=train.mean)
-        out = t.batch(images, rng)       # images (N, H, W, 3) uint8 -> (N, 32, 32, 3) uint8
+        out = t.batch(images, rng)       # images (N, H, W, C) uint8 -> (N, 32, 32, C) uint8
     """
 
     def __init__(self, img_size: int, mean=(0.5, 0.5, 0.5), scale=(0.8, 1.0), ratio=(3 / 4, 4 / 3),
@@ -111,31 +113,31 @@ class TrainTransform:
                             if auto_augment else None)
 
     def batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """images (N, H, W, 3) uint8 -> (N, S, S, 3) uint8, S = img_size."""
-        n, H, W, _ = images.shape
+        """images (N, H, W, C) uint8 -> (N, S, S, C) uint8, S = img_size."""
+        n, H, W, C = images.shape
         crop = self.crop.sample(n, H, W, rng)
         flip = rng.random(n) < self.hflip
         ra = self.randaugment.sample(n, rng) if self.randaugment else None
-        out = np.empty((n, self.img_size, self.img_size, 3), np.uint8)
+        out = np.empty((n, self.img_size, self.img_size, C), np.uint8)
         for i in range(n):
-            img = self.crop.apply(Image.fromarray(images[i]), crop, i)
+            img = self.crop.apply(pil_image(images[i]), crop, i)
             if flip[i]:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             if ra is not None:
                 img = self.randaugment.apply(img, ra, i)
-            out[i] = np.asarray(img)
+            out[i] = pil_array(img)
         return out
 
     def __call__(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """img (H, W, 3) uint8 -> (S, S, 3) uint8."""
+        """img (H, W, C) uint8 -> (S, S, C) uint8."""
         return self.batch(img[None], rng)[0]
 
 
 # --- normalisation ----------------------------------------------------------------------------------
 class Normalize:
-    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) with (x / 255 - mean) / std per channel.
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) with (x / 255 - mean) / std per channel.
 
-    A single image (H, W, 3) gives (3, H, W).
+    C = len(mean): 3 for RGB, 1 for grey. A single image (H, W, C) gives (C, H, W).
     """
 
     def __init__(self, mean, std):
@@ -145,16 +147,19 @@ class Normalize:
         # a table lookup per value is twice as fast as converting and multiplying.
         scale = (1.0 / (255.0 * self.std)).astype(np.float32)
         shift = (-self.mean / self.std).astype(np.float32)
-        self._table = np.ascontiguousarray((np.arange(256, dtype=np.float32)[:, None] * scale + shift).T)  # (3, 256)
+        self._table = np.ascontiguousarray((np.arange(256, dtype=np.float32)[:, None] * scale + shift).T)  # (C, 256)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty(x.shape[:-3] + (3,) + x.shape[-3:-1], np.float32)
-        for c in range(3):  # writing each channel plane straight into its CHW slot
+        C = len(self._table)
+        if x.shape[-1] != C:
+            raise ValueError(f"Normalize has {C}-channel statistics but the images are {x.shape} (last axis = channels)")
+        out = np.empty(x.shape[:-3] + (C,) + x.shape[-3:-1], np.float32)
+        for c in range(C):  # writing each channel plane straight into its CHW slot
             np.take(self._table[c], x[..., c], out=out[..., c, :, :])
         return out
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
-        """float32 (..., 3, H, W) normalised -> uint8 (..., H, W, 3), for looking at batches."""
+        """float32 (..., C, H, W) normalised -> uint8 (..., H, W, C), for looking at batches."""
         y = np.moveaxis(x, -3, -1) * (255.0 * self.std) + 255.0 * self.mean
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 

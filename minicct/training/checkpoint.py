@@ -41,8 +41,9 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
     from minicct import models
     try:
         info = ckpt["model"]
-        model = models.create_model(info["name"], num_classes=int(info["num_classes"]),
-                                    img_size=int(info["img_size"]), **info.get("kwargs", {}))
+        channels = int(info.get("n_input_channels", 3))  # 1 for grey data (MNIST); older checkpoints: 3
+        model = models.create_model(info["name"], num_classes=int(info["num_classes"]), img_size=int(info["img_size"]),
+                                    **{"n_input_channels": channels, **info.get("kwargs", {})})
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"the checkpoint does not describe a model ({e}): was it written by "
                               "python -m minicct.train?") from None

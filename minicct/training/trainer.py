@@ -67,7 +67,8 @@ def load_data(config):
 def build_model(model_cfg, train_set, device):
     """The model named by --model (+ --model-kwargs), sized for the data, on ``device``."""
     from minicct import models
-    # A text dataset tells its model the vocabulary size and the longest sentence (model_kwargs).
+    # The data tells the model what it needs beyond its size (model_kwargs): an image set its
+    # channels (1 for MNIST's grey digits), a text set its vocabulary size and longest sentence.
     kwargs = {**getattr(train_set, "model_kwargs", {}), **model_cfg.kwargs}
     what = f"{train_set.img_size}px images" if train_set.img_size else "this data"
     try:
@@ -352,6 +353,7 @@ class Trainer:
             "epoch": epochs_done,
             "model": {"name": c.model.name, "num_classes": self.train_set.num_classes,
                       "img_size": self.train_set.img_size, "kwargs": dict(c.model.kwargs),
+                      "n_input_channels": getattr(self.train_set, "channels", 3),
                       "state": self.model.state_dict()},
             "data": {"dataset": str(c.run.dataset), "classes": list(self.train_set.classes),
                      "mean": list(self.train_set.mean), "std": list(self.train_set.std),
