@@ -16,6 +16,7 @@ from pathlib import Path
 from minicct.cli import ArgumentParser, plural, positive, run_cli, use_device
 from minicct.errors import RunError
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
+from minicct.training.config import DATASETS, dataset_key
 from minicct.training.evaluation import evaluate
 
 
@@ -26,7 +27,8 @@ def build_parser():
                                    "  python -m minicct.evaluate --checkpoint runs/cifar10-cct_2_3x2_32/best.npz\n"
                                    "  python -m minicct.evaluate --checkpoint best.npz path/to/folder")
     p.add_argument("dataset", nargs="?", default=None,
-                   help="'cifar10', 'cifar100', 'shapes' or an ImageFolder root (default: the checkpoint's)")
+                   help="a dataset name (as for python -m minicct.train) or an ImageFolder root "
+                        "(default: the checkpoint's)")
     p.add_argument("--checkpoint", required=True, help="a .npz written by python -m minicct.train")
     p.add_argument("--data-dir", default=None, help="where CIFAR is (default: the folder the run used, else data/)")
     p.add_argument("--batch-size", type=positive(int, "--batch-size 256"), default=256,
@@ -42,9 +44,8 @@ def main(argv=None):
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise RunError(f"--data-dir {args.data_dir}: no such folder; give the folder that holds the data, "
                        f"or leave --data-dir out")
-    if args.dataset is not None and args.dataset.lower().replace("-", "") not in ("cifar10", "cifar100", "shapes") \
-            and not Path(args.dataset).is_dir():
-        raise RunError(f"dataset {args.dataset!r}: not cifar10, cifar100 or shapes, and not a directory "
+    if args.dataset is not None and dataset_key(args.dataset) is None and not Path(args.dataset).is_dir():
+        raise RunError(f"dataset {args.dataset!r}: not one of {', '.join(DATASETS)}, and not a directory "
                        f"(leave it out to use the checkpoint's)")
     device = use_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
@@ -57,7 +58,8 @@ def main(argv=None):
     saved_dir = (ckpt.get("args") or {}).get("data_dir")
     if data_dir is None and args.dataset is None and saved_dir and Path(saved_dir).is_dir():
         data_dir = saved_dir   # the folder the run was trained from
-    _, test = get_dataset(dataset, data_dir=data_dir, img_size=int(data["img_size"]))
+    img_size = None if data.get("img_size") is None else int(data["img_size"])
+    _, test = get_dataset(dataset, data_dir=data_dir, img_size=img_size)
     if test.num_classes != len(data["classes"]):
         raise RunError(f"{dataset} has {plural(test.num_classes, 'class', 'classes')}, the checkpoint's model "
                        f"{len(data['classes'])} ({', '.join(data['classes'][:5])}...): give the dataset it was "
@@ -65,7 +67,11 @@ def main(argv=None):
     if args.limit is not None:
         test = balanced_subset(test, args.limit)
     model = model_from_checkpoint(ckpt, device)
-    loader = eval_loader(test, batch_size=args.batch_size, mean=data["mean"], std=data["std"])
+    if getattr(test, "kind", "") == "text":            # sentences as word ids, padded per batch
+        from minicct.data.text import TextBatches
+        loader = TextBatches(test, args.batch_size, False)
+    else:
+        loader = eval_loader(test, batch_size=args.batch_size, mean=data["mean"], std=data["std"])
     r = evaluate(model, loader, device, progress=True)
     print(f"{ckpt['model']['name']} (epoch {int(ckpt['epoch']) - 1}) on {dataset} test, {r['n']} images: "
           f"top-1 {r['test_top1']:.2f}%  top-5 {r['test_top5']:.2f}%  loss {r['test_loss']:.4f}")

@@ -207,3 +207,23 @@ def test_trainer_runs_a_tiny_text_model(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "text_cct_2_k2" in out and "epoch   0/1" in out and (tmp_path / "last.npz").is_file()
+
+
+def test_evaluate_rebuilds_a_text_model_from_its_checkpoint(tmp_path, capsys):
+    """The checkpoint keeps what the data told the model (vocabulary size, length), so
+    python -m minicct.evaluate rebuilds it and finds the top-1 the run reported."""
+    from minicct import evaluate, train
+    from minicct.training.checkpoint import load_checkpoint
+    from minicct.training.errors import run_cli
+    argv = ["text-synth", "--model-kwargs", "embedding_dim=16", "num_layers=1", "word_embedding_dim=8",
+            "--epochs", "1", "--train-limit", "128", "--test-limit", "64", "--batch-size", "32",
+            "--workers", "0", "--output", str(tmp_path)]
+    assert run_cli(train.main, argv, prog="minicct.train") == 0
+    capsys.readouterr()
+    best = load_checkpoint(tmp_path / "best.npz")
+    assert best["model"]["data_kwargs"]["vocab_size"] > 2
+    code = run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "best.npz"), "--limit", "64"],
+                   prog="minicct.evaluate")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"top-1 {best['metrics']['test_top1']:.2f}%" in out

@@ -41,9 +41,12 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
     from minicct import models
     try:
         info = ckpt["model"]
-        channels = int(info.get("n_input_channels", 3))  # 1 for grey data (MNIST); older checkpoints: 3
-        model = models.create_model(info["name"], num_classes=int(info["num_classes"]), img_size=int(info["img_size"]),
-                                    **{"n_input_channels": channels, **info.get("kwargs", {})})
+        # What the data told the model: its channels (1 for MNIST) or a text set's vocabulary size.
+        # Checkpoints older than data_kwargs were all of RGB images.
+        from_data = info.get("data_kwargs", {"n_input_channels": int(info.get("n_input_channels", 3))})
+        img_size = None if info.get("img_size") is None else int(info["img_size"])
+        model = models.create_model(info["name"], num_classes=int(info["num_classes"]), img_size=img_size,
+                                    **{**from_data, **info.get("kwargs", {})})
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"the checkpoint does not describe a model ({e}): was it written by "
                               "python -m minicct.train?") from None

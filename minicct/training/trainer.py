@@ -353,6 +353,8 @@ class Trainer:
             "epoch": epochs_done,
             "model": {"name": c.model.name, "num_classes": self.train_set.num_classes,
                       "img_size": self.train_set.img_size, "kwargs": dict(c.model.kwargs),
+                      # what the data told the model (channels; a text set's vocabulary size)
+                      "data_kwargs": dict(getattr(self.train_set, "model_kwargs", {})),
                       "n_input_channels": getattr(self.train_set, "channels", 3),
                       "state": self.model.state_dict()},
             "data": {"dataset": str(c.run.dataset), "classes": list(self.train_set.classes),
