@@ -7,8 +7,8 @@ For each model (default ``cct_2_3x2_32`` then ``cct_7_3x1_32`` with fewer repeti
   images/s, effective GFLOP/s and that rate as a fraction of a large sgemm measured in the same run;
 * evaluation images/s (eval mode, no graph);
 * peak resident memory of training, each framework in a fresh child process;
-* with PyTorch importable, the same network written below in plain ``torch.nn``, loaded from
-  minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
+* with PyTorch importable, the same network in plain ``torch.nn`` (``minicct.bench.torch_twin``),
+  loaded from minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
   the other), so both see the same machine load; the ratio minicct / PyTorch.
 
 Then one epoch of the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2
@@ -107,119 +107,15 @@ class MinicctRunner:
         return logits
 
 
-# ---- the PyTorch twin -----------------------------------------------------------------------------
-def torch_twin(model, torch):
-    """The same CCT in plain ``torch.nn`` (official module names), built from a minicct CCT: every
-    size and dropout rate is read from the minicct modules, and the weights come from its state_dict
-    (``strict=True``: every name and shape must match)."""
-    tnn, TF = torch.nn, torch.nn.functional
-
-    class DropPath(tnn.Module):
-        def __init__(self, p):
-            super().__init__()
-            self.p = p
-
-        def forward(self, x):
-            if not self.training or self.p == 0:
-                return x
-            keep = 1.0 - self.p
-            mask = (torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < keep).to(x.dtype)
-            return x * mask / keep
-
-    class Attention(tnn.Module):
-        def __init__(self, a):
-            super().__init__()
-            self.heads = a.num_heads
-            self.qkv = tnn.Linear(a.dim, 3 * a.dim, bias=False)
-            self.attn_drop = tnn.Dropout(a.attn_drop.p)
-            self.proj = tnn.Linear(a.dim, a.dim)
-            self.proj_drop = tnn.Dropout(a.proj_drop.p)
-
-        def forward(self, x):
-            n, length, c = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-            attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
-            x = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(n, length, c)
-            return self.proj_drop(self.proj(x))
-
-    class Layer(tnn.Module):
-        def __init__(self, b):
-            super().__init__()
-            d, ff = b.linear1.in_features, b.linear1.out_features
-            self.pre_norm = tnn.LayerNorm(d)
-            self.self_attn = Attention(b.self_attn)
-            self.linear1 = tnn.Linear(d, ff)
-            self.dropout1 = tnn.Dropout(b.dropout1.p)
-            self.norm1 = tnn.LayerNorm(d)
-            self.linear2 = tnn.Linear(ff, d)
-            self.dropout2 = tnn.Dropout(b.dropout2.p)
-            self.drop_path = DropPath(getattr(b.drop_path, "p", 0.0))
-
-        def forward(self, x):   # the released order: norm1 on the residual stream
-            x = self.norm1(x + self.drop_path(self.self_attn(self.pre_norm(x))))
-            y = self.linear2(self.dropout1(TF.gelu(self.linear1(x))))
-            return x + self.drop_path(self.dropout2(y))
-
-    class Tokenizer(tnn.Module):
-        def __init__(self, tok):
-            super().__init__()
-            blocks = []
-            for conv, act, pool in tok.conv_layers:
-                blocks.append(tnn.Sequential(
-                    tnn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                               conv.padding, bias=conv.bias is not None),
-                    tnn.ReLU(), tnn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding)))
-            self.conv_layers = tnn.Sequential(*blocks)
-
-        def forward(self, x):
-            return self.conv_layers(x).flatten(2).transpose(1, 2)    # (N, h*w, d)
-
-    class Classifier(tnn.Module):
-        def __init__(self, c):
-            super().__init__()
-            d = c.embedding_dim
-            self.attention_pool = tnn.Linear(d, 1)
-            trainable = c.positional_embedding == "learnable"
-            self.positional_emb = tnn.Parameter(torch.zeros(c.positional_emb.shape), requires_grad=trainable)
-            self.dropout = tnn.Dropout(c.dropout.p)
-            self.blocks = tnn.ModuleList([Layer(b) for b in c.blocks])
-            self.norm = tnn.LayerNorm(d)
-            self.fc = tnn.Linear(d, c.fc.out_features)
-
-        def forward(self, x):
-            x = self.dropout(x + self.positional_emb)
-            for block in self.blocks:
-                x = block(x)
-            x = self.norm(x)
-            w = self.attention_pool(x).softmax(dim=1)                # SeqPool: (N, L, 1)
-            return self.fc((w.transpose(1, 2) @ x).squeeze(1))
-
-    class CCT(tnn.Module):
-        def __init__(self, m):
-            super().__init__()
-            if not (m.classifier.seq_pool and m.classifier.positional_emb is not None
-                    and len(list(m.tokenizer.conv_layers[0])) == 3):
-                raise ValueError("the PyTorch twin covers CCT models (conv tokenizer, SeqPool, "
-                                 "learnable or sine positional embedding)")
-            self.tokenizer = Tokenizer(m.tokenizer)
-            self.classifier = Classifier(m.classifier)
-
-        def forward(self, x):
-            return self.classifier(self.tokenizer(x))
-
-    twin = CCT(model)
-    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()},
-                         strict=True)
-    return twin
-
-
+# ---- the PyTorch side ------------------------------------------------------------------------------
 class TorchRunner:
     """The PyTorch twin of a MinicctRunner's model, the same AdamW settings and the same batch."""
 
     def __init__(self, ours, batch, torch, tdev, seed=0):
         self.torch, self.tdev = torch, tdev
+        from minicct.bench import torch_twin   # imports torch: only now that it is known to be there
         torch.manual_seed(seed)
-        self.model = torch_twin(ours.model, torch).to(tdev)
+        self.model = torch_twin.from_minicct(ours.model).to(tdev)
         self.model.train()
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
