@@ -1,6 +1,8 @@
 """python -m minicct.bench [step]: one CCT training step, as the trainer runs it, against PyTorch.
 
-For each model (default ``cct_2_3x2_32`` then ``cct_7_3x1_32`` with fewer repetitions), batch 128:
+By default ``cct_2_3x2_32`` and a data pipeline of 30 batches: about 2 minutes on 2 CPU cores, each
+row printed as soon as it is measured. ``--full`` adds ``cct_7_3x1_32`` (fewer repetitions) and a
+whole 390-batch epoch of the pipeline: about 12 minutes. For each model, batch 128:
 
 * the training step: ``cross_entropy(model(x), y)``, ``backward()``, ``AdamW.step()``, ``zero_grad()``
   (train mode: attention dropout and drop-path on, soft targets as Mixup makes them), median ms,
@@ -11,8 +13,8 @@ For each model (default ``cct_2_3x2_32`` then ``cct_7_3x1_32`` with fewer repeti
   loaded from minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
   the other), so both see the same machine load; the ratio minicct / PyTorch.
 
-Then one epoch of the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2
-worker processes) on its own, and a training epoch fed by it, against 390 x the step time.
+Then the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2 worker
+processes) on its own, and training fed by it, against the step time (--full: a whole epoch).
 
 FLOPs are counted, not measured: ``minicct.models.count_macs`` (conv and linear MACs, the two
 attention products, layer-norm at 5 per element) x 2 FLOP per MAC x 3 for a training step (the
@@ -32,15 +34,25 @@ from pathlib import Path
 import numpy as np
 
 from minicct import backend
-from minicct.bench.common import format_table, sgemm_gflops, sync, try_torch, torch_sync
+from minicct.bench.common import sgemm_gflops, sync, table_line, try_torch, torch_sync
 
-DEFAULT_MODELS = ("cct_2_3x2_32", "cct_7_3x1_32")
+DEFAULT_MODELS = ("cct_2_3x2_32",)
+FULL_MODELS = ("cct_2_3x2_32", "cct_7_3x1_32")
 STEPS_PER_EPOCH = 390   # 50,000 CIFAR-10 images / 128, last partial batch dropped
+DEFAULT_EPOCH_STEPS = 30
+# What the default and --full take on 2 CPU cores (quiet machine, PyTorch importable); printed by --help.
+DURATION = "default: about 2 minutes on 2 CPU cores; --full: about 12 minutes"
 
 
 def add_arguments(p):
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help="comma-separated model names (the first gets --repeat, the others --repeat-large)")
+    p.description = (f"{p.description} ({DURATION}; each row is printed as soon as it is measured)")
+    p.add_argument("--full", action="store_true",
+                   help=f"the long version: models {','.join(FULL_MODELS)} and a whole {STEPS_PER_EPOCH}-batch "
+                        f"epoch of the data pipeline (default: {','.join(DEFAULT_MODELS)}, "
+                        f"{DEFAULT_EPOCH_STEPS} batches)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names (the first gets --repeat, the others --repeat-large); "
+                        "default: %s, --full: %s" % (",".join(DEFAULT_MODELS), ",".join(FULL_MODELS)))
     p.add_argument("--batch", type=int, default=128, help="training (and evaluation) batch size")
     p.add_argument("--repeat", type=int, default=10, help="timed steps of the first model (median)")
     p.add_argument("--repeat-large", type=int, default=3, help="timed steps of the other models")
@@ -50,8 +62,9 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None,
                    help="folder holding cifar-10-batches-py (default: data/); synthetic images otherwise")
     p.add_argument("--workers", type=int, default=2, help="data worker processes (the trainer's default)")
-    p.add_argument("--epoch-steps", type=int, default=STEPS_PER_EPOCH,
-                   help="steps of the fed training epoch (0: skip the data-pipeline measurements)")
+    p.add_argument("--epoch-steps", type=int, default=None,
+                   help=f"steps of the fed training run (0: skip the data-pipeline measurements); "
+                        f"default {DEFAULT_EPOCH_STEPS}, --full: {STEPS_PER_EPOCH}")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on tiny settings (batch 4, 1 step, a few data batches): for tests")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
@@ -356,6 +369,10 @@ def _row(name, label, fw, d, mem):
 def main(args):
     if args.child:
         return child_main(json.loads(args.child), args.device) or 0
+    if args.models is None:
+        args.models = ",".join(FULL_MODELS if args.full else DEFAULT_MODELS)
+    if args.epoch_steps is None:
+        args.epoch_steps = STEPS_PER_EPOCH if args.full else DEFAULT_EPOCH_STEPS
     if args.quick:   # every code path once, on the first model only
         args.batch, args.repeat, args.repeat_large, args.warmup = 4, 1, 1, 1
         args.models = args.models.split(",")[0]
@@ -387,7 +404,14 @@ def main(args):
                   if malloc_kept else ""))
     print(f"{load}minicct: {how}", flush=True)
 
-    results, rows, first = [], [], None
+    # The table is printed row by row as each model is measured, so its widths are fixed up front.
+    headers = ["model", "framework", "step ms", "img/s", "GFLOP/s", "of sgemm", "eval img/s",
+               "peak RSS MB", "training MB"]
+    widths = [max(len("model"), *map(len, names)), len("minicct/PyTorch")] + [max(8, len(h)) for h in headers[2:]]
+    print()
+    print(table_line(headers, widths))
+    print(table_line(["-" * w for w in widths], widths), flush=True)
+    results, notes, first = [], [], None
     for i, name in enumerate(names):
         repeat = args.repeat if i == 0 else args.repeat_large
         r, ours = bench_model(name, args.batch, args.device, repeat, args.warmup, torch, tdev, sgemm)
@@ -401,22 +425,20 @@ def main(args):
                                          steps=steps), args.device)
         r["memory"] = mem
         results.append(r)
-        rows.append(_row(name, "minicct", "minicct", r["minicct"], mem))
+        rows = [_row(name, "minicct", "minicct", r["minicct"], mem)]
         if "torch" in r:
             rows.append(_row("", "PyTorch", "torch", r["torch"], mem))
             rows.append(["", "minicct/PyTorch", f"{r['ratio']:.2f}", "", "", "", f"{r['eval_ratio']:.2f}",
                          *(f"{mem['minicct'][k] / mem['torch'][k]:.2f}"
                            if k in mem.get("minicct", {}) and k in mem.get("torch", {}) else "-"
                            for k in ("peak_mb", "training_mb"))])
-        print(f"  {name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
-              f"per image x {args.batch} x 2 FLOP/MAC x 3), minicct {r['minicct']['step_ms']:.1f} ms"
-              + (f", PyTorch {r['torch']['step_ms']:.1f} ms, ratio {r['ratio']:.2f}" if "torch" in r else ""),
-              flush=True)
+        for row in rows:
+            print(table_line(row, widths), flush=True)
+        notes.append(f"{name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
+                     f"per image x {args.batch} x 2 FLOP/MAC x 3)")
 
-    print()
-    print(format_table(["model", "framework", "step ms", "img/s", "GFLOP/s", "of sgemm", "eval img/s",
-                        "peak RSS MB", "training MB"], rows))
-    print(f"\nstep: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
+    print("\n" + "\n".join(notes))
+    print(f"step: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
           f"(first model) / {args.repeat_large} (others) after {args.warmup} warm-up, the frameworks "
           "alternating step by step.\nGFLOP/s = count_macs x batch x 2 x 3 / step time; 'of sgemm' "
           "against the sgemm above. eval: forward only, eval mode, no graph, same batch. The ratio "
