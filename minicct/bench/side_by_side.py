@@ -492,6 +492,20 @@ def summary(records, total):
     return text
 
 
+def saved_records(out, side):
+    """The per-epoch records in a side's checkpoint in ``out`` ([] when there is none, or the PyTorch
+    side's cannot be read without torch)."""
+    if side == "minicct":
+        from minicct.training.checkpoint import load_checkpoint
+        path = out / "minicct" / "last.npz"
+        return list(load_checkpoint(path).get("side_by_side") or []) if path.is_file() else []
+    path = out / "torch" / "last.pt"
+    if not path.is_file() or torch_missing():
+        return []
+    import torch
+    return list(torch.load(path, weights_only=True)["records"])
+
+
 # ---- the command ------------------------------------------------------------------------------------
 SETTINGS_KEYS = ("epochs", "seed", "train_limit", "test_limit")
 
@@ -567,7 +581,10 @@ def _main(args):
           f"  output: {out}/side_by_side.csv, side_by_side.png; checkpoints in {out}/minicct, {out}/torch",
           flush=True)
 
-    records = {s: [] for s in sides}
+    # Sides run in this call start from their checkpoints; a side run earlier (--sides, --resume)
+    # keeps its place in the CSV, the PNG and the table.
+    records = {s: [] if s in sides else saved_records(out, s) for s in SIDES}
+    records = {s: r for s, r in records.items() if s in sides or r}
 
     def on_epoch(side, recs):
         records[side] = list(recs)
