@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -256,7 +257,7 @@ def _import_timm():
     if "timm" in sys.modules:
         return sys.modules["timm"]
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401,F811
     except RuntimeError as e:
         if "torchvision::" not in str(e):
             raise
@@ -265,7 +266,7 @@ def _import_timm():
         _import_timm.lib = torch.library.Library("torchvision", "DEF")
         for op in ("nms", "qnms"):
             _import_timm.lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401,F811
     import timm
     return timm
 
@@ -314,6 +315,20 @@ def _paper_era_mixup_class():
     return PaperEraMixup
 
 
+class _Images:
+    """A map-style dataset for torch's DataLoader: image i (uint8 (H, W, 3) -> PIL -> transform), label i."""
+
+    def __init__(self, images, labels, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
 def _seed_worker(worker_id):
     """DataLoader workers: torch seeds torch and `random` per worker; timm's RandAugment also draws
     from numpy's global generator."""
@@ -349,7 +364,6 @@ def run_torch(args, sched, datasets, out, threads, resume, stop_epoch, on_epoch,
     """Train the twin with timm's components; one record per epoch as the minicct side keeps."""
     import torch
     _import_timm()
-    from PIL import Image
     from timm.data.random_erasing import RandomErasing
     from timm.loss import SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -372,13 +386,6 @@ def run_torch(args, sched, datasets, out, threads, resume, stop_epoch, on_epoch,
     erasing = RandomErasing(probability=args.reprob, mode="pixel", device="cpu")
     loss_fn = SoftTargetCrossEntropy()
     transform = train_transform(args, train)
-
-    class Images(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(train)
-
-        def __getitem__(self, i):
-            return transform(Image.fromarray(train.images[i])), int(train.labels[i])
 
     mean = torch.tensor(train.mean).view(1, 3, 1, 1)      # as the trainer: the training split's stats
     std = torch.tensor(train.std).view(1, 3, 1, 1)
@@ -406,7 +413,7 @@ def run_torch(args, sched, datasets, out, threads, resume, stop_epoch, on_epoch,
         lr = optimizer.param_groups[0]["lr"]
         mixup.mixup_enabled = not (args.mixup_off_epoch and epoch >= args.mixup_off_epoch)
         loader = torch.utils.data.DataLoader(
-            Images(), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+            _Images(train.images, train.labels, transform), batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
             generator=torch.Generator().manual_seed(s), worker_init_fn=_seed_worker)
         model.train()
         loss_sum, seen, batches, mixed = 0.0, 0, 0, 0
@@ -449,19 +456,13 @@ def write_report(out, records):
     from minicct.training.curves import draw_curves
     n = max((len(r) for r in records.values()), default=0)
     header = ["epoch"] + [f"{c}_{side}" for c in CSV_COLUMNS for side in records]
-    rows = []
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(header)
     for e in range(n):
-        row = [e] + [records[side][e][c] if e < len(records[side]) else "" for c in CSV_COLUMNS for side in records]
-        rows.append(row)
-
-    def write(f):
-        import io
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(header)
-        w.writerows(rows)
-        f.write(buf.getvalue().encode())
-    atomic_write(out / "side_by_side.csv", write)
+        w.writerow([e] + [records[side][e][c] if e < len(records[side]) else ""
+                          for c in CSV_COLUMNS for side in records])
+    atomic_write(out / "side_by_side.csv", lambda f: f.write(text.getvalue().encode()))
     draw_curves(out / "side_by_side.png", list(range(n)), [
         ("test top-1 %", {LABELS[s]: [r["test_top1"] for r in recs] for s, recs in records.items()}),
         ("train loss", {LABELS[s]: [r["train_loss"] for r in recs] for s, recs in records.items()})])

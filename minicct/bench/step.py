@@ -366,13 +366,19 @@ def _row(name, label, fw, d, mem):
             f"{100 * d['of_sgemm']:.0f}%", f"{d['eval_img_s']:.0f}", peak, train]
 
 
-def main(args):
-    if args.child:
-        return child_main(json.loads(args.child), args.device) or 0
+def resolve_defaults(args):
+    """--models and --epoch-steps not given: the short default, or the long version with --full."""
     if args.models is None:
         args.models = ",".join(FULL_MODELS if args.full else DEFAULT_MODELS)
     if args.epoch_steps is None:
         args.epoch_steps = STEPS_PER_EPOCH if args.full else DEFAULT_EPOCH_STEPS
+    return args
+
+
+def main(args):
+    if args.child:
+        return child_main(json.loads(args.child), args.device) or 0
+    resolve_defaults(args)
     if args.quick:   # every code path once, on the first model only
         args.batch, args.repeat, args.repeat_large, args.warmup = 4, 1, 1, 1
         args.models = args.models.split(",")[0]
@@ -414,6 +420,10 @@ def main(args):
     results, notes, first = [], [], None
     for i, name in enumerate(names):
         repeat = args.repeat if i == 0 else args.repeat_large
+        frameworks = "minicct and PyTorch alternating" if torch is not None else "minicct"
+        # Liveness on stderr (the table stays whole on stdout): a model takes from seconds to minutes.
+        print(f"  ... {name}: {args.warmup} + {repeat} training steps ({frameworks}), evaluation"
+              + ("" if args.no_memory else ", then memory in fresh processes"), file=sys.stderr, flush=True)
         r, ours = bench_model(name, args.batch, args.device, repeat, args.warmup, torch, tdev, sgemm)
         del ours
         first = first or r
