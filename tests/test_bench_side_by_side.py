@@ -225,10 +225,11 @@ def test_missing_torch_says_how_to_install(monkeypatch, capsys):
     (["--workers", "-1"], "--workers -1"),
     (["--device", "gpu"], "--device gpu"),
     (["--resume"], "--resume"),                     # nothing in --out to continue
+    (["--train-limit", "20"], "--train-limit 20"),  # less than one batch of 128
 ])
 def test_bad_flags_one_line(argv, words, data, tmp_path, capsys):
     from minicct.bench.__main__ import main
-    rc = main(["side-by-side", "--data-dir", str(data), "--out", str(tmp_path / "o"), *argv])
+    rc = main(["side-by-side", "--data-dir", str(data), "--out", str(tmp_path / "o"), "--sides", "minicct", *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and err.startswith("minicct.bench side-by-side: error:"), err
     assert words in err, err

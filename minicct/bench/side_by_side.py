@@ -245,7 +245,12 @@ def run_minicct(args, datasets, on_epoch, log):
 # ---- the PyTorch side -------------------------------------------------------------------------------
 def torch_missing():
     """The names among torch, torchvision, timm that cannot be imported here (found, not imported)."""
-    return [m for m in ("torch", "torchvision", "timm") if importlib.util.find_spec(m) is None]
+    def found(name):
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):   # a broken install, or a module blanked out in sys.modules
+            return False
+    return [m for m in ("torch", "torchvision", "timm") if not found(m)]
 
 
 def _import_timm():
@@ -562,6 +567,10 @@ def _main(args):
     sides = _check(args)
     out = Path(args.out)
     train, test, root = load_data(args.data_dir, args.train_limit, args.test_limit)
+    batch = recipe_args(scaled_schedule(args.epochs), args.seed, 0, root, out).batch_size
+    if len(train) < batch:
+        raise UsageError(f"--train-limit {args.train_limit}: fewer images than one batch of the recipe "
+                         f"({batch}); give at least {batch}")
     _settings(args, out)
     if args.threads:
         os.environ["MINICCT_THREADS"] = str(args.threads)
