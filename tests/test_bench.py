@@ -30,6 +30,22 @@ def test_step_quick(tmp_path):
     assert result["data"]["steps"] > 0 and "SYNTHETIC" in result["data"]["data"]
 
 
+def test_default_is_short_and_full_is_long():
+    """The default run (what a newcomer types first) is one model and 30 pipeline batches; --full is
+    both models and a whole epoch; --help says how long each takes."""
+    from minicct.bench.__main__ import build_parser
+    from minicct.bench.step import resolve_defaults
+    parser = build_parser()
+    short = resolve_defaults(parser.parse_args(["step"]))
+    assert short.models == "cct_2_3x2_32" and short.epoch_steps == 30
+    full = resolve_defaults(parser.parse_args(["step", "--full"]))
+    assert full.models == "cct_2_3x2_32,cct_7_3x1_32" and full.epoch_steps == 390
+    chosen = resolve_defaults(parser.parse_args(["step", "--full", "--models", "vit_2_4_32", "--epoch-steps", "0"]))
+    assert chosen.models == "vit_2_4_32" and chosen.epoch_steps == 0
+    helptext = parser._subparsers._group_actions[0].choices["step"].format_help()
+    assert "--full" in helptext and "about 2 minutes" in helptext and "about 12 minutes" in helptext
+
+
 def test_torch_twin_computes_what_minicct_computes():
     """The benchmark's PyTorch network must be the same function, or its ratio means nothing."""
     import pytest

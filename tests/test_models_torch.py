@@ -1,8 +1,9 @@
 """Optional: the same networks built in PyTorch from a minicct state_dict give the same logits and
 gradients. PyTorch is never a dependency of minicct; these tests skip, saying so, without it.
 
-The PyTorch network below is written from the paper's figure and the official module names, so a
-state_dict loads into it with ``strict=True``: that alone checks every name and shape.
+The PyTorch networks are minicct.bench.torch_twin (the one the benchmarks use too), written with the
+official module names, so a state_dict loads into them with ``strict=True``: that alone checks every
+name and shape.
 """
 import numpy as np
 import pytest
@@ -12,102 +13,15 @@ from minicct import models, nn
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: the cross-check against it "
                                             "is optional (pip install torch to run it)")
-tnn = torch.nn
-TF = torch.nn.functional
-
-
-# ---- the reference network, in PyTorch ------------------------------------------------------------
-class TorchAttention(tnn.Module):
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.heads = heads
-        self.qkv = tnn.Linear(dim, 3 * dim, bias=False)
-        self.attn_drop = tnn.Dropout(0.0)
-        self.proj = tnn.Linear(dim, dim)
-        self.proj_drop = tnn.Dropout(0.0)
-
-    def forward(self, x):
-        n, length, c = x.shape
-        q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        a = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(-1)
-        return self.proj((a @ v).transpose(1, 2).reshape(n, length, c))
-
-
-class TorchLayer(tnn.Module):
-    def __init__(self, d, heads, ff):
-        super().__init__()
-        self.pre_norm = tnn.LayerNorm(d)
-        self.self_attn = TorchAttention(d, heads)
-        self.linear1 = tnn.Linear(d, ff)
-        self.norm1 = tnn.LayerNorm(d)
-        self.linear2 = tnn.Linear(ff, d)
-
-    def forward(self, x):   # eval mode: dropout and drop-path are identities
-        x = self.norm1(x + self.self_attn(self.pre_norm(x)))
-        return x + self.linear2(TF.gelu(self.linear1(x)))
-
-
-class TorchClassifier(tnn.Module):
-    def __init__(self, cfg, length):
-        super().__init__()
-        d = cfg["embedding_dim"]
-        self.seq_pool = cfg["seq_pool"]
-        if self.seq_pool:
-            self.attention_pool = tnn.Linear(d, 1)
-        else:
-            self.class_emb = tnn.Parameter(torch.zeros(1, 1, d))
-            length += 1
-        pe = cfg["positional_embedding"]
-        self.positional_emb = None if pe == "none" else \
-            tnn.Parameter(torch.zeros(1, length, d), requires_grad=(pe == "learnable"))
-        self.blocks = tnn.ModuleList([TorchLayer(d, cfg["num_heads"], int(d * cfg["mlp_ratio"]))
-                                      for _ in range(cfg["num_layers"])])
-        self.norm = tnn.LayerNorm(d)
-        self.fc = tnn.Linear(d, cfg.get("num_classes", 10))
-
-    def forward(self, x):
-        if not self.seq_pool:
-            x = torch.cat([self.class_emb.expand(x.shape[0], -1, -1), x], dim=1)
-        if self.positional_emb is not None:
-            x = x + self.positional_emb
-        for b in self.blocks:
-            x = b(x)
-        x = self.norm(x)
-        if self.seq_pool:
-            x = (self.attention_pool(x).softmax(dim=1).transpose(-1, -2) @ x).squeeze(-2)
-        else:
-            x = x[:, 0]
-        return self.fc(x)
-
-
-class TorchModel(tnn.Module):
-    def __init__(self, cfg, length):
-        super().__init__()
-        d, conv = cfg["embedding_dim"], cfg["tokenizer"] == "conv"
-        k = cfg["kernel_size"]
-        n_conv = cfg.get("n_conv_layers", 1) if conv else 1
-        widths = [3] + [cfg.get("in_planes", 64)] * (n_conv - 1) + [d]
-        self.tokenizer = tnn.Module()
-        self.tokenizer.conv_layers = tnn.Sequential(*[tnn.Sequential(
-            tnn.Conv2d(widths[i], widths[i + 1], k, stride=max(1, k // 2 - 1) if conv else k,
-                       padding=max(1, k // 2) if conv else 0, bias=not conv),
-            tnn.ReLU() if conv else tnn.Identity(),
-            tnn.MaxPool2d(3, 2, 1) if conv else tnn.Identity()) for i in range(n_conv)])
-        self.classifier = TorchClassifier(cfg, length)
-
-    def forward(self, x):
-        x = self.tokenizer.conv_layers(x).flatten(2, 3).transpose(-2, -1)
-        return self.classifier(x)
+from minicct.bench import torch_twin  # noqa: E402  (imports torch: only after the skip above)
 
 
 def build_pair(name, **overrides):
-    """A minicct model and the PyTorch one with the same weights (float64, eval mode)."""
+    """A minicct model and its PyTorch twin (minicct.bench.torch_twin) with the same weights,
+    float64, eval mode."""
     minicct.manual_seed(0)
     ours = models.create_model(name, **overrides).double().eval()
-    cfg = dict(models.model_config(name), **overrides)
-    theirs = TorchModel(cfg, ours.classifier.sequence_length).double().eval()
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()}, strict=True)
-    return ours, theirs
+    return ours, torch_twin.from_minicct(ours)
 
 
 TINY = dict(img_size=8, embedding_dim=16, num_layers=2, num_heads=2, mlp_ratio=1, in_planes=8)
@@ -176,3 +90,38 @@ def test_torch_saved_state_dict_loads_into_minicct(tmp_path):
     # Weights ~N(0, 1) give logits ~10 and push GELU far out, where the erf approximation's error
     # is largest: compare on the logits' scale.
     assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
+
+
+def expected_tokens(name):
+    """Tokens of a variant from its name and the paper's tokenizers, not from any code: a CCT k x k
+    conv (stride 1 for k = 3, 2 for k = 7, 'same' padding) and max-pool(3, 2, 1) shrink each side by
+    2 (k = 3) or 4 (k = 7) per conv layer; a p x p patch tokenizer makes (img / p)^2 tokens."""
+    parts = name.split("_")
+    img = int(parts[3])
+    if parts[0] == "cct":
+        k, n_conv = (int(v) for v in parts[2].split("x"))
+        side = img // ((2 if k == 3 else 4) ** n_conv)
+    else:
+        side = img // int(parts[2])
+    return side * side
+
+
+@pytest.mark.parametrize("name", [n for n in models.list_models() if not n.startswith("text_")])   # images: the twin has no text models
+def test_twin_of_every_variant(name):
+    """Every registry variant (narrow, one layer: the tokenizer geometry is the variant's) has a twin
+    with the same weights, the paper's token count and positional embedding, and the same logits."""
+    heads = models.model_config(name)["num_heads"]
+    ours, theirs = build_pair(name, embedding_dim=4 * heads, num_layers=1, mlp_ratio=1, in_planes=4)
+    c = theirs.classifier
+    tokens = expected_tokens(name) + (0 if name.startswith(("cct", "cvt")) else 1)   # ViT: + class token
+    assert c.seq_pool == (not name.startswith("vit"))
+    assert c.positional_emb.shape == (1, tokens, 4 * heads)
+    trained = {k for k, p in theirs.named_parameters()}
+    assert ("classifier.positional_emb" in trained) == (not name.endswith("_sine")), name
+    img = ours.img_size
+    x = np.random.default_rng(3).standard_normal((1, 3, img, img))
+    with torch.no_grad():
+        ref = theirs(torch.from_numpy(x)).numpy()
+    with minicct.no_grad():
+        got = ours(minicct.Tensor(x, dtype=np.float64)).numpy()
+    assert np.allclose(got, ref, **CLOSE)

@@ -2,6 +2,8 @@
 
     python -m minicct.bench                          # = step: a CCT training step vs PyTorch
     python -m minicct.bench kernels --device cpu     # each kernel at CCT-2 shapes, vs sgemm and torch
+    python -m minicct.bench side-by-side --epochs 2 --train-limit 2000 --test-limit 1000
+                                                     # the recipe in minicct and in PyTorch + timm
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import sys
 SUBCOMMANDS = {
     "step": ("minicct.bench.step", "a CCT training step (and evaluation, memory, data epoch) vs PyTorch"),
     "kernels": ("minicct.bench.kernels", "time every kernel at CCT-2 shapes (forward, backward)"),
+    "side-by-side": ("minicct.bench.side_by_side", "train CCT-2/3x2 with the paper's recipe, shortened, in "
+                                                   "minicct and in PyTorch + timm: both curves, one table"),
 }
 DEFAULT = "step"   # used when no subcommand is given
 

@@ -88,10 +88,14 @@ def torch_sync(torch, tdev):
         torch.cuda.synchronize()
 
 
+def table_line(cells, widths):
+    """One line of a plain-text table: the first column left-aligned, the others right-aligned."""
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
 def format_table(headers, rows):
     """Rows of strings -> an aligned plain-text table (first column left, others right)."""
     cols = list(zip(*([headers] + rows)))
     widths = [max(len(c) for c in col) for col in cols]
-    def line(r):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return "\n".join([table_line(headers, widths), table_line(["-" * w for w in widths], widths)]
+                     + [table_line(r, widths) for r in rows])

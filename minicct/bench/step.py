@@ -1,18 +1,20 @@
 """python -m minicct.bench [step]: one CCT training step, as the trainer runs it, against PyTorch.
 
-For each model (default ``cct_2_3x2_32`` then ``cct_7_3x1_32`` with fewer repetitions), batch 128:
+By default ``cct_2_3x2_32`` and a data pipeline of 30 batches: about 2 minutes on 2 CPU cores, each
+row printed as soon as it is measured. ``--full`` adds ``cct_7_3x1_32`` (fewer repetitions) and a
+whole 390-batch epoch of the pipeline: about 12 minutes. For each model, batch 128:
 
 * the training step: ``cross_entropy(model(x), y)``, ``backward()``, ``AdamW.step()``, ``zero_grad()``
   (train mode: attention dropout and drop-path on, soft targets as Mixup makes them), median ms,
   images/s, effective GFLOP/s and that rate as a fraction of a large sgemm measured in the same run;
 * evaluation images/s (eval mode, no graph);
 * peak resident memory of training, each framework in a fresh child process;
-* with PyTorch importable, the same network written below in plain ``torch.nn``, loaded from
-  minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
+* with PyTorch importable, the same network in plain ``torch.nn`` (``minicct.bench.torch_twin``),
+  loaded from minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
   the other), so both see the same machine load; the ratio minicct / PyTorch.
 
-Then one epoch of the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2
-worker processes) on its own, and a training epoch fed by it, against 390 x the step time.
+Then the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2 worker
+processes) on its own, and training fed by it, against the step time (--full: a whole epoch).
 
 FLOPs are counted, not measured: ``minicct.models.count_macs`` (conv and linear MACs, the two
 attention products, layer-norm at 5 per element) x 2 FLOP per MAC x 3 for a training step (the
@@ -32,15 +34,25 @@ from pathlib import Path
 import numpy as np
 
 from minicct import backend
-from minicct.bench.common import format_table, sgemm_gflops, sync, try_torch, torch_sync
+from minicct.bench.common import sgemm_gflops, sync, table_line, try_torch, torch_sync
 
-DEFAULT_MODELS = ("cct_2_3x2_32", "cct_7_3x1_32")
+DEFAULT_MODELS = ("cct_2_3x2_32",)
+FULL_MODELS = ("cct_2_3x2_32", "cct_7_3x1_32")
 STEPS_PER_EPOCH = 390   # 50,000 CIFAR-10 images / 128, last partial batch dropped
+DEFAULT_EPOCH_STEPS = 30
+# What the default and --full take on 2 CPU cores (quiet machine, PyTorch importable); printed by --help.
+DURATION = "default: about 2 minutes on 2 CPU cores; --full: about 12 minutes"
 
 
 def add_arguments(p):
-    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help="comma-separated model names (the first gets --repeat, the others --repeat-large)")
+    p.description = (f"{p.description} ({DURATION}; each row is printed as soon as it is measured)")
+    p.add_argument("--full", action="store_true",
+                   help=f"the long version: models {','.join(FULL_MODELS)} and a whole {STEPS_PER_EPOCH}-batch "
+                        f"epoch of the data pipeline (default: {','.join(DEFAULT_MODELS)}, "
+                        f"{DEFAULT_EPOCH_STEPS} batches)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated model names (the first gets --repeat, the others --repeat-large); "
+                        "default: %s, --full: %s" % (",".join(DEFAULT_MODELS), ",".join(FULL_MODELS)))
     p.add_argument("--batch", type=int, default=128, help="training (and evaluation) batch size")
     p.add_argument("--repeat", type=int, default=10, help="timed steps of the first model (median)")
     p.add_argument("--repeat-large", type=int, default=3, help="timed steps of the other models")
@@ -50,8 +62,9 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None,
                    help="folder holding cifar-10-batches-py (default: data/); synthetic images otherwise")
     p.add_argument("--workers", type=int, default=2, help="data worker processes (the trainer's default)")
-    p.add_argument("--epoch-steps", type=int, default=STEPS_PER_EPOCH,
-                   help="steps of the fed training epoch (0: skip the data-pipeline measurements)")
+    p.add_argument("--epoch-steps", type=int, default=None,
+                   help=f"steps of the fed training run (0: skip the data-pipeline measurements); "
+                        f"default {DEFAULT_EPOCH_STEPS}, --full: {STEPS_PER_EPOCH}")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run on tiny settings (batch 4, 1 step, a few data batches): for tests")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
@@ -107,119 +120,15 @@ class MinicctRunner:
         return logits
 
 
-# ---- the PyTorch twin -----------------------------------------------------------------------------
-def torch_twin(model, torch):
-    """The same CCT in plain ``torch.nn`` (official module names), built from a minicct CCT: every
-    size and dropout rate is read from the minicct modules, and the weights come from its state_dict
-    (``strict=True``: every name and shape must match)."""
-    tnn, TF = torch.nn, torch.nn.functional
-
-    class DropPath(tnn.Module):
-        def __init__(self, p):
-            super().__init__()
-            self.p = p
-
-        def forward(self, x):
-            if not self.training or self.p == 0:
-                return x
-            keep = 1.0 - self.p
-            mask = (torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) < keep).to(x.dtype)
-            return x * mask / keep
-
-    class Attention(tnn.Module):
-        def __init__(self, a):
-            super().__init__()
-            self.heads = a.num_heads
-            self.qkv = tnn.Linear(a.dim, 3 * a.dim, bias=False)
-            self.attn_drop = tnn.Dropout(a.attn_drop.p)
-            self.proj = tnn.Linear(a.dim, a.dim)
-            self.proj_drop = tnn.Dropout(a.proj_drop.p)
-
-        def forward(self, x):
-            n, length, c = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-            attn = (q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5).softmax(dim=-1)
-            x = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(n, length, c)
-            return self.proj_drop(self.proj(x))
-
-    class Layer(tnn.Module):
-        def __init__(self, b):
-            super().__init__()
-            d, ff = b.linear1.in_features, b.linear1.out_features
-            self.pre_norm = tnn.LayerNorm(d)
-            self.self_attn = Attention(b.self_attn)
-            self.linear1 = tnn.Linear(d, ff)
-            self.dropout1 = tnn.Dropout(b.dropout1.p)
-            self.norm1 = tnn.LayerNorm(d)
-            self.linear2 = tnn.Linear(ff, d)
-            self.dropout2 = tnn.Dropout(b.dropout2.p)
-            self.drop_path = DropPath(getattr(b.drop_path, "p", 0.0))
-
-        def forward(self, x):   # the released order: norm1 on the residual stream
-            x = self.norm1(x + self.drop_path(self.self_attn(self.pre_norm(x))))
-            y = self.linear2(self.dropout1(TF.gelu(self.linear1(x))))
-            return x + self.drop_path(self.dropout2(y))
-
-    class Tokenizer(tnn.Module):
-        def __init__(self, tok):
-            super().__init__()
-            blocks = []
-            for conv, act, pool in tok.conv_layers:
-                blocks.append(tnn.Sequential(
-                    tnn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                               conv.padding, bias=conv.bias is not None),
-                    tnn.ReLU(), tnn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding)))
-            self.conv_layers = tnn.Sequential(*blocks)
-
-        def forward(self, x):
-            return self.conv_layers(x).flatten(2).transpose(1, 2)    # (N, h*w, d)
-
-    class Classifier(tnn.Module):
-        def __init__(self, c):
-            super().__init__()
-            d = c.embedding_dim
-            self.attention_pool = tnn.Linear(d, 1)
-            trainable = c.positional_embedding == "learnable"
-            self.positional_emb = tnn.Parameter(torch.zeros(c.positional_emb.shape), requires_grad=trainable)
-            self.dropout = tnn.Dropout(c.dropout.p)
-            self.blocks = tnn.ModuleList([Layer(b) for b in c.blocks])
-            self.norm = tnn.LayerNorm(d)
-            self.fc = tnn.Linear(d, c.fc.out_features)
-
-        def forward(self, x):
-            x = self.dropout(x + self.positional_emb)
-            for block in self.blocks:
-                x = block(x)
-            x = self.norm(x)
-            w = self.attention_pool(x).softmax(dim=1)                # SeqPool: (N, L, 1)
-            return self.fc((w.transpose(1, 2) @ x).squeeze(1))
-
-    class CCT(tnn.Module):
-        def __init__(self, m):
-            super().__init__()
-            if not (m.classifier.seq_pool and m.classifier.positional_emb is not None
-                    and len(list(m.tokenizer.conv_layers[0])) == 3):
-                raise ValueError("the PyTorch twin covers CCT models (conv tokenizer, SeqPool, "
-                                 "learnable or sine positional embedding)")
-            self.tokenizer = Tokenizer(m.tokenizer)
-            self.classifier = Classifier(m.classifier)
-
-        def forward(self, x):
-            return self.classifier(self.tokenizer(x))
-
-    twin = CCT(model)
-    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.state_dict().items()},
-                         strict=True)
-    return twin
-
-
+# ---- the PyTorch side ------------------------------------------------------------------------------
 class TorchRunner:
     """The PyTorch twin of a MinicctRunner's model, the same AdamW settings and the same batch."""
 
     def __init__(self, ours, batch, torch, tdev, seed=0):
         self.torch, self.tdev = torch, tdev
+        from minicct.bench import torch_twin   # imports torch: only now that it is known to be there
         torch.manual_seed(seed)
-        self.model = torch_twin(ours.model, torch).to(tdev)
+        self.model = torch_twin.from_minicct(ours.model).to(tdev)
         self.model.train()
         decay, no_decay = [], []
         for name, p in self.model.named_parameters():
@@ -455,9 +364,19 @@ def _row(name, label, fw, d, mem):
             f"{100 * d['of_sgemm']:.0f}%", f"{d['eval_img_s']:.0f}", peak, train]
 
 
+def resolve_defaults(args):
+    """--models and --epoch-steps not given: the short default, or the long version with --full."""
+    if args.models is None:
+        args.models = ",".join(FULL_MODELS if args.full else DEFAULT_MODELS)
+    if args.epoch_steps is None:
+        args.epoch_steps = STEPS_PER_EPOCH if args.full else DEFAULT_EPOCH_STEPS
+    return args
+
+
 def main(args):
     if args.child:
         return child_main(json.loads(args.child), args.device) or 0
+    resolve_defaults(args)
     if args.quick:   # every code path once, on the first model only
         args.batch, args.repeat, args.repeat_large, args.warmup = 4, 1, 1, 1
         args.models = args.models.split(",")[0]
@@ -489,9 +408,20 @@ def main(args):
                   if malloc_kept else ""))
     print(f"{load}minicct: {how}", flush=True)
 
-    results, rows, first = [], [], None
+    # The table is printed row by row as each model is measured, so its widths are fixed up front.
+    headers = ["model", "framework", "step ms", "img/s", "GFLOP/s", "of sgemm", "eval img/s",
+               "peak RSS MB", "training MB"]
+    widths = [max(len("model"), *map(len, names)), len("minicct/PyTorch")] + [max(8, len(h)) for h in headers[2:]]
+    print()
+    print(table_line(headers, widths))
+    print(table_line(["-" * w for w in widths], widths), flush=True)
+    results, notes, first = [], [], None
     for i, name in enumerate(names):
         repeat = args.repeat if i == 0 else args.repeat_large
+        frameworks = "minicct and PyTorch alternating" if torch is not None else "minicct"
+        # Liveness on stderr (the table stays whole on stdout): a model takes from seconds to minutes.
+        print(f"  ... {name}: {args.warmup} + {repeat} training steps ({frameworks}), evaluation"
+              + ("" if args.no_memory else ", then memory in fresh processes"), file=sys.stderr, flush=True)
         r, ours = bench_model(name, args.batch, args.device, repeat, args.warmup, torch, tdev, sgemm)
         del ours
         first = first or r
@@ -503,22 +433,20 @@ def main(args):
                                          steps=steps), args.device)
         r["memory"] = mem
         results.append(r)
-        rows.append(_row(name, "minicct", "minicct", r["minicct"], mem))
+        rows = [_row(name, "minicct", "minicct", r["minicct"], mem)]
         if "torch" in r:
             rows.append(_row("", "PyTorch", "torch", r["torch"], mem))
             rows.append(["", "minicct/PyTorch", f"{r['ratio']:.2f}", "", "", "", f"{r['eval_ratio']:.2f}",
                          *(f"{mem['minicct'][k] / mem['torch'][k]:.2f}"
                            if k in mem.get("minicct", {}) and k in mem.get("torch", {}) else "-"
                            for k in ("peak_mb", "training_mb"))])
-        print(f"  {name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
-              f"per image x {args.batch} x 2 FLOP/MAC x 3), minicct {r['minicct']['step_ms']:.1f} ms"
-              + (f", PyTorch {r['torch']['step_ms']:.1f} ms, ratio {r['ratio']:.2f}" if "torch" in r else ""),
-              flush=True)
+        for row in rows:
+            print(table_line(row, widths), flush=True)
+        notes.append(f"{name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
+                     f"per image x {args.batch} x 2 FLOP/MAC x 3)")
 
-    print()
-    print(format_table(["model", "framework", "step ms", "img/s", "GFLOP/s", "of sgemm", "eval img/s",
-                        "peak RSS MB", "training MB"], rows))
-    print(f"\nstep: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
+    print("\n" + "\n".join(notes))
+    print(f"step: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
           f"(first model) / {args.repeat_large} (others) after {args.warmup} warm-up, the frameworks "
           "alternating step by step.\nGFLOP/s = count_macs x batch x 2 x 3 / step time; 'of sgemm' "
           "against the sgemm above. eval: forward only, eval mode, no graph, same batch. The ratio "
