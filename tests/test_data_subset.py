@@ -71,3 +71,19 @@ def test_data_dir_may_name_the_cifar_folder_itself(tmp_path):
     np.testing.assert_array_equal(a.train.images, b.train.images)
     assert sorted(p.name for p in folder.iterdir())[0] == "batches.meta"   # nothing nested created inside
     assert not (folder / "cifar-10-batches-py").exists()
+
+
+def test_hflip_flag_reaches_the_training_transform():
+    """--hflip is the flip probability the loader's TrainTransform uses; the MNIST presets turn it off
+    (a mirrored digit is another digit or none)."""
+    from minicct.data import get_dataset
+    from minicct.training.config import make_config, parse_flags
+    from minicct.training.trainer import build_loaders
+    train, test = get_dataset("shapes", n_train=64, n_test=32)
+    for argv, want in ((["shapes"], 0.5), (["shapes", "--hflip", "0"], 0.0), (["shapes", "--hflip", "0.2"], 0.2)):
+        loader, _ = build_loaders(make_config(parse_flags(argv + ["--workers", "0"])), train, test)
+        assert loader.pipeline.transform.hflip == want
+        loader.close()
+    for name in ("mnist", "fashion-mnist"):
+        from minicct.training.config import merge
+        assert merge(parse_flags([name]))[0]["hflip"] == 0.0

@@ -39,7 +39,7 @@ DEFAULTS = dict(
     epochs=300, batch_size=128, lr=5.5e-4, weight_decay=0.06, warmup_epochs=10, warmup_lr=1e-5,
     cooldown_epochs=10, min_lr=1e-5, sched_on_updates=False, time_limit=None,
     aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
-    mixup_off_epoch=175, reprob=0.25, smoothing=0.1,
+    mixup_off_epoch=175, hflip=0.5, reprob=0.25, smoothing=0.1,
     preset=None, seed=42, device=None, workers=2, data_dir=None, output=None, resume=None,
     eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None,
 )
@@ -78,9 +78,10 @@ PRESETS = {
     "flowers102": dict(model="cct_7_7x2_224_sine", img_size=224, batch_size=96, lr=5e-4, weight_decay=0.06,
                        warmup_lr=1e-6, mixup_off_epoch=0, reprob=0.25),
     # MNIST and Fashion-MNIST, 28x28 grey: the official repository has no config for them, so these
-    # are the CIFAR-10 recipe (the defaults) with CCT-7/3x1, one 3x3 conv + pool: 14x14 = 196 tokens.
-    "mnist": dict(model="cct_7_3x1_32"),
-    "fashion-mnist": dict(model="cct_7_3x1_32"),
+    # are the CIFAR-10 recipe (the defaults) with CCT-7/3x1, one 3x3 conv + pool: 14x14 = 196 tokens,
+    # without the horizontal flip: a mirrored digit is another (or no) digit.
+    "mnist": dict(model="cct_7_3x1_32", hflip=0.0),
+    "fashion-mnist": dict(model="cct_7_3x1_32", hflip=0.0),
     # The synthetic text task (minicct.data.text.make_text_synth), offline: text CCT-2 with 2-word
     # kernels (it must see which word a "not" stands next to), no image augmentation (the text
     # batches ignore it), no attention dropout or stochastic depth in a run this short.
@@ -175,6 +176,8 @@ def build_parser() -> ArgumentParser:
         help="probability of CutMix instead of Mixup when both are on")
     add(g, "--mixup-off-epoch", type=non_negative(int, "--mixup-off-epoch 175"),
         help="no mixing from this epoch on (0 = never off)")
+    add(g, "--hflip", type=probability("--hflip 0.5"),
+        help="probability of a horizontal flip (0 for digits and text-like images, which a flip mirrors)")
     add(g, "--reprob", type=probability("--reprob 0.25"), help="random erasing probability")
     add(g, "--smoothing", type=probability("--smoothing 0.1"), help="label smoothing")
 
@@ -214,7 +217,7 @@ GROUPS = {
     "schedule": {k: k for k in ("epochs", "warmup_epochs", "warmup_lr", "cooldown_epochs", "min_lr",
                                 "sched_on_updates", "time_limit")},
     "augment": {k: k for k in ("aa", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_off_epoch",
-                               "reprob", "smoothing")},
+                               "hflip", "reprob", "smoothing")},
     "run": {k: k for k in ("dataset", "preset", "seed", "device", "workers", "data_dir", "output", "resume",
                            "eval_batch_size", "stop_epoch", "train_limit", "test_limit")},
 }
@@ -264,6 +267,7 @@ class AugmentConfig:
     mixup_prob: float
     mixup_switch_prob: float
     mixup_off_epoch: int
+    hflip: float
     reprob: float
     smoothing: float
 

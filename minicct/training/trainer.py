@@ -103,7 +103,7 @@ def build_loaders(config, train_set, test_set):
                             config.run.eval_batch_size, a.smoothing)
     try:
         train = train_loader(train_set, batch_size=config.optim.batch_size, seed=config.run.seed,
-                             workers=config.run.workers, auto_augment=a.policy, mixup_alpha=a.mixup,
+                             workers=config.run.workers, auto_augment=a.policy, hflip=a.hflip, mixup_alpha=a.mixup,
                              cutmix_alpha=a.cutmix, mix_prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
                              smoothing=a.smoothing, reprob=a.reprob)
     except ValueError as e:
