@@ -203,11 +203,19 @@ def test_fast_float32_close_to_reference(rng):
 
 
 def test_fast_gradcheck_across_blocks_with_dropout(rng, monkeypatch):
-    monkeypatch.setattr(fast_attention, "BLOCK", 2 * 2 * 5 * 4)      # 2 images per block: 2, 1
-    with dispatch.use_mode("fast"):
-        assert dispatch.sdpa(np.zeros(1)).forward is fast_attention.sdpa_forward
-        fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
-        assert gradcheck(fn, _qkv(rng, N=3, H=2), names=["q", "k", "v"])
+    # F's attention runs the fast version with blocks of 2 images (2, then 1). The block size is an
+    # argument (its default is read once, at import), so it is bound here rather than patched.
+    blocks = []
+
+    def forward(*args, **kwargs):
+        y, cache = fast_attention.sdpa_forward(*args, block=2 * 2 * 5 * 4, **kwargs)
+        blocks.append(len(cache.blocks))
+        return y, cache
+    impl = dispatch.Impl("sdpa_fast_small_blocks", forward, fast_attention.sdpa_backward)
+    monkeypatch.setattr(dispatch, "sdpa", lambda q: impl)
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
+    assert gradcheck(fn, _qkv(rng, N=3, H=2), names=["q", "k", "v"])
+    assert blocks and set(blocks) == {2}
 
 
 def test_fast_bad_shapes_raise_value_error():

@@ -38,12 +38,16 @@ EXPECTED = {
 }
 
 
+# An attention q (N, heads, L, D) with CCT-7/3x1's 4 x 256 x 256 scores an image.
+Q_LARGE = np.zeros((1, 4, 256, 8), np.float32)
+
+
 @pytest.mark.parametrize("mode,device", list(EXPECTED))
 def test_each_op_picks_its_version(mode, device):
     x = CPU if device == "cpu" else GPU
     with dispatch.use_mode(mode):
         for op, module in EXPECTED[mode, device].items():
-            impl = getattr(dispatch, op)(x)
+            impl = getattr(dispatch, op)(Q_LARGE if op == "sdpa" and device == "cpu" else x)
             assert _module_of(impl) == module.__name__, (op, mode, device, impl.name)
             backward = getattr(module, f"{op}_backward")
             assert impl.backward is backward, (op, mode, device)
@@ -51,8 +55,16 @@ def test_each_op_picks_its_version(mode, device):
 
 def test_fast_attention_runs_in_one_block_on_a_gpu_and_in_blocks_on_numpy():
     with dispatch.use_mode("fast"):
-        assert dispatch.sdpa(CPU).forward is fast_attention.sdpa_forward
+        assert dispatch.sdpa(Q_LARGE).forward is fast_attention.sdpa_forward
         assert dispatch.sdpa(GPU).forward.keywords == {"block": None}
+
+
+def test_numpy_attention_is_fast_only_where_the_scores_are_large():
+    """Measured: the blocked attention pays for CCT-7/3x1 (4 heads, 256 tokens) and not for
+    CCT-2/3x2 (2 heads, 64 tokens), where the reference runs."""
+    with dispatch.use_mode("fast"):
+        assert dispatch.sdpa(np.zeros((16, 4, 256, 64), np.float32)).name == "sdpa_fast"
+        assert dispatch.sdpa(np.zeros((16, 2, 64, 64), np.float32)).name == "sdpa"
 
 
 def test_max_pool2d_gpu_branch():
