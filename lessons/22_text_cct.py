@@ -19,7 +19,7 @@ Run it:  python lessons/22_text_cct.py
 import numpy as np
 
 import minicct
-from minicct import Tensor, models, nn
+from minicct import Tensor, models
 from minicct import functional as F
 from minicct.data.text import build_vocab, encode_batch, tokenize
 from minicct.models.text import propagate_mask

@@ -7,6 +7,8 @@ import io
 import numpy as np
 import pytest
 
+from minicct.data import cifar
+
 from minicct.data import get_dataset
 from minicct.data import text as T
 from minicct.data.datasets import DatasetError
@@ -99,7 +101,7 @@ def fake_web(monkeypatch):
         if url not in served:
             raise OSError("no network")
         return io.BytesIO(served[url])
-    monkeypatch.setattr(T, "_urlopen", urlopen)
+    monkeypatch.setattr(cifar, "_urlopen", urlopen)     # the one download (data.cifar)
     return served, calls
 
 
@@ -142,7 +144,7 @@ def test_a_corrupt_file_on_disk_is_refused(tmp_path, fake_web):
 
 
 def test_no_network_and_no_download_give_advice(tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
+    monkeypatch.setattr(cifar, "_urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("no network")))
     with pytest.raises(DatasetError, match="could not be fetched.*no network") as e:
         T.load_text_dataset("agnews", data_dir=tmp_path)
     assert "b1a00f826fdfbd249f79597b59e1dc12" in str(e.value)              # the checksum to check by hand

@@ -157,24 +157,31 @@ def _read_batch(path: Path, spec):
 
 
 # --- download, checksum, extraction --------------------------------------------------------------
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
+    """The hex digest of a file ('md5', 'sha256', ...), read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
 
 
-def download_url(url: str, dest: Path, md5: str | None = None, desc: str | None = None, timeout: float = 30):
-    """Fetch url to dest atomically: stream into dest.part, check the MD5, then rename.
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    return file_digest(path, "md5", chunk)
 
-    Network errors propagate as OSError (the caller turns them into advice); a wrong MD5 raises
+
+def download_url(url: str, dest: Path, digest: str | None = None, desc: str | None = None, timeout: float = 30,
+                 algorithm: str = "md5"):
+    """Fetch url to dest atomically: stream into dest.part, check its digest (MD5 unless
+    ``algorithm`` says otherwise; none if digest is None), then rename.
+
+    Network errors propagate as OSError (the caller turns them into advice); a wrong digest raises
     DatasetError. Either way no file named ``dest`` is left behind.
     """
     from tqdm import tqdm
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    h = hashlib.md5()
+    h = hashlib.new(algorithm)
     try:
         with _urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
             total = r.headers.get("Content-Length") if getattr(r, "headers", None) else None
@@ -184,10 +191,10 @@ def download_url(url: str, dest: Path, md5: str | None = None, desc: str | None 
                     f.write(block)
                     h.update(block)
                     bar.update(len(block))
-        if md5 is not None and h.hexdigest() != md5:
-            raise DatasetError(f"the download from {url} has MD5 {h.hexdigest()}, expected {md5}: it was "
-                               f"corrupted or cut short. Run again to retry, or fetch it by hand and put it "
-                               f"at {dest.resolve()}.")
+        if digest is not None and h.hexdigest() != digest:
+            raise DatasetError(f"the download from {url} has {algorithm.upper()} {h.hexdigest()}, expected "
+                               f"{digest}: it was corrupted or cut short (or the file changed upstream). Run "
+                               f"again to retry, or fetch it by hand and put it at {dest.resolve()}.")
         os.replace(part, dest)
     finally:
         if part.exists():

@@ -21,11 +21,7 @@ interrupted download never looks complete (as for CIFAR).
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
-import os
 import re
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,42 +220,10 @@ TEXT_SOURCES = {
 }
 TEXT_DATASET_NAMES = ("agnews", "trec", "text-synth")
 
-# Tests replace this to "download" from memory without the network.
-_urlopen = urllib.request.urlopen
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download_checked(url: str, dest: Path, algorithm: str, digest: str, timeout: float = 30):
-    """Fetch url to dest atomically: stream into dest.part, check its digest, then rename.
-    A wrong digest raises DatasetError; network errors propagate as OSError. Either way no file
-    named ``dest`` is left behind."""
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    h = hashlib.new(algorithm)
-    try:
-        with _urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
-            while block := r.read(1 << 16):
-                f.write(block)
-                h.update(block)
-        if h.hexdigest() != digest:
-            raise DatasetError(f"the download from {url} has {algorithm.upper()} {h.hexdigest()}, expected "
-                               f"{digest}: it was corrupted or cut short (or the file changed upstream). "
-                               f"Run again to retry, or fetch it by hand and put it at {dest.resolve()}.")
-        os.replace(part, dest)
-    finally:
-        if part.exists():
-            part.unlink()
-
 
 def _fetch(name: str, data_dir: Path, download: bool) -> dict:
     """{split: path} of the checked files of a source, downloading what is missing."""
+    from minicct.data.cifar import download_url, file_digest   # one atomic, checked download
     spec = TEXT_SOURCES[name]
     folder = data_dir / spec["folder"]
     paths = {}
@@ -270,7 +234,7 @@ def _fetch(name: str, data_dir: Path, download: bool) -> dict:
                 raise DatasetError(_missing_message(spec, folder, "download=False was asked for"))
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                download_checked(url, path, algorithm, digest)
+                download_url(url, path, digest, desc=f"{spec['title']} {path.name}", algorithm=algorithm)
             except DatasetError:
                 raise
             except (OSError, ValueError) as e:

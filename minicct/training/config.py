@@ -27,7 +27,7 @@ import dataclasses
 import difflib
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from minicct.cli import ArgumentParser, non_negative, plural, positive, probability
