@@ -111,6 +111,17 @@ def device_random(xp):
     return xp.random
 
 
+def dropout_uniform(xp, shape, dtype, generator=None):
+    """Uniform [0, 1) numbers for a dropout or drop-path mask, on the device of xp: from
+    ``generator`` when one is given (on a GPU: drawn on the host, then copied, so reproducible),
+    else from this thread's dropout stream on the CPU or CuPy's generator on a GPU."""
+    if xp is np:
+        return (generator or dropout_generator()).random(shape, dtype=dtype)
+    if generator is not None:
+        return xp.asarray(generator.random(shape, dtype=dtype))
+    return device_random(xp).random_sample(shape, dtype=dtype)
+
+
 def get_state() -> dict:
     """Every saved stream as plain data: {'init', 'dropout': PCG64 states, 'numpy_global': NumPy's
     global state, 'python': Python's ({'version', 'internal', 'gauss'})}."""

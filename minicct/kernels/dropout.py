@@ -13,15 +13,6 @@ from minicct import random
 from minicct.backend import get_array_module
 
 
-def _uniform(xp, shape, dtype, generator):
-    """Uniform [0, 1) numbers of the given shape, on the device of xp."""
-    if xp is np:
-        return (generator or random.dropout_generator()).random(shape, dtype=dtype)
-    if generator is not None:   # a host Generator asked for: draw there, then copy (reproducible)
-        return xp.asarray(generator.random(shape, dtype=dtype))
-    return random.device_random(xp).random_sample(shape, dtype=dtype)
-
-
 def _draw_dtype(x):
     return np.float64 if x.dtype == np.float64 else np.float32
 
@@ -36,7 +27,7 @@ def keep_mask(x, p, generator=None):
     that fold the 1 / (1 - p) scaling in elsewhere, e.g. attention's softmax)."""
     _check_p(p, "dropout")
     xp = get_array_module(x)
-    return _uniform(xp, x.shape, _draw_dtype(x), generator) >= p
+    return random.dropout_uniform(xp, x.shape, _draw_dtype(x), generator) >= p
 
 
 def dropout_forward(x, p=0.5, training=True, generator=None):
@@ -48,7 +39,7 @@ def dropout_forward(x, p=0.5, training=True, generator=None):
     if p == 1.0:
         m = xp.zeros_like(x)
     else:
-        m = _uniform(xp, x.shape, _draw_dtype(x), generator) >= p    # keep with probability 1 - p
+        m = random.dropout_uniform(xp, x.shape, _draw_dtype(x), generator) >= p    # keep with probability 1 - p
         m = m.astype(x.dtype)
         m *= 1.0 / (1.0 - p)
     return x * m, m
@@ -67,7 +58,7 @@ def drop_path_forward(x, p=0.0, training=True, generator=None):
     xp = get_array_module(x)
     keep = 1.0 - p
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    m = (_uniform(xp, shape, _draw_dtype(x), generator) < keep).astype(x.dtype)
+    m = (random.dropout_uniform(xp, shape, _draw_dtype(x), generator) < keep).astype(x.dtype)
     if keep > 0:
         m /= keep
     return x * m, m
