@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +63,19 @@ def test_torch_twin_computes_what_minicct_computes():
 def test_kernels_quick():
     out = run_bench("kernels", "--batch", "2", "--repeat", "1", "--warmup", "1", "--no-torch")
     assert "conv2" in out
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["step", "--batch", "0"], "--batch"),
+    (["step", "--repeat", "-2"], "--repeat"),
+    (["step", "--models", "cct2"], "--models"),
+    (["kernels", "--warmup", "-1"], "--warmup"),
+    (["kernels", "--device", "tpu"], "--device"),
+    (["nonsense"], "nonsense"),
+])
+def test_bad_benchmark_flags_are_one_line(argv, flag, capsys):
+    from minicct.bench.__main__ import main
+    from minicct.cli import run_cli
+    assert run_cli(main, argv, prog="minicct.bench") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minicct.bench: error:") and err.count("\n") == 0 and flag in err

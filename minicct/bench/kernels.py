@@ -22,15 +22,16 @@ import sys
 import numpy as np
 
 from minicct import backend, kernels as K
+from minicct.cli import non_negative, positive
 from minicct.kernels import dispatch
 from minicct.bench.common import (device_xp, format_table, sgemm, sgemm_gflops,
                                   time_interleaved_ms, try_torch, torch_sync)
 
 
 def add_arguments(p):
-    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--repeat", type=int, default=7, help="timed runs per measurement (median)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--batch", type=positive(int, "--batch 128"), default=128, help="batch size (default 128)")
+    p.add_argument("--repeat", type=positive(int, "--repeat 7"), default=7, help="timed runs per measurement (median)")
+    p.add_argument("--warmup", type=non_negative(int, "--warmup 2"), default=2, help="untimed runs first")
     p.add_argument("--no-torch", action="store_true", help="skip the torch comparison")
     p.add_argument("--only", default="", help="comma-separated kernel names to run")
     p.add_argument("--json", default="", help="also write the results to this JSON file")

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from minicct import backend
+from minicct.cli import non_negative, positive
 from minicct.bench.common import sgemm_gflops, sync, table_line, try_torch, torch_sync
 
 DEFAULT_MODELS = ("cct_2_3x2_32",)
@@ -53,16 +54,16 @@ def add_arguments(p):
     p.add_argument("--models", default=None,
                    help="comma-separated model names (the first gets --repeat, the others --repeat-large); "
                         "default: %s, --full: %s" % (",".join(DEFAULT_MODELS), ",".join(FULL_MODELS)))
-    p.add_argument("--batch", type=int, default=128, help="training (and evaluation) batch size")
-    p.add_argument("--repeat", type=int, default=10, help="timed steps of the first model (median)")
-    p.add_argument("--repeat-large", type=int, default=3, help="timed steps of the other models")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--batch", type=positive(int, "--batch 128"), default=128, help="training (and evaluation) batch size")
+    p.add_argument("--repeat", type=positive(int, "--repeat 10"), default=10, help="timed steps of the first model (median)")
+    p.add_argument("--repeat-large", type=positive(int, "--repeat-large 3"), default=3, help="timed steps of the other models")
+    p.add_argument("--warmup", type=non_negative(int, "--warmup 2"), default=2, help="untimed steps first")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement (child processes)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding cifar-10-batches-py (default: data/); synthetic images otherwise")
-    p.add_argument("--workers", type=int, default=2, help="data worker processes (the trainer's default)")
-    p.add_argument("--epoch-steps", type=int, default=None,
+    p.add_argument("--workers", type=non_negative(int, "--workers 2"), default=2, help="data worker processes (the trainer's default)")
+    p.add_argument("--epoch-steps", type=non_negative(int, "--epoch-steps 30"), default=None,
                    help=f"steps of the fed training run (0: skip the data-pipeline measurements); "
                         f"default {DEFAULT_EPOCH_STEPS}, --full: {STEPS_PER_EPOCH}")
     p.add_argument("--quick", action="store_true",
