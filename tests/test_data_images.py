@@ -454,3 +454,25 @@ def test_paper_presets_apply_by_dataset_name():
     v = settings(["cifar10"])
     assert v["preset"] is None and v["lr"] == 5.5e-4  # CIFAR-10's recipe is the defaults
     assert {"cifar100", "flowers102", "mnist", "fashion-mnist"} <= set(PRESETS)
+
+
+def test_flowers102_trains_from_one_command_on_a_stand_in(tmp_path, fake_flowers, capsys, monkeypatch):
+    """python -m minicct.train flowers102 (its preset: CCT-7/7x2 at 224 px) on the tiny stand-in,
+    shrunk to a few pixels and one layer so it runs in seconds; the official split is used."""
+    from minicct import train
+    from minicct.training import checkpoint as ckpt_io
+    from minicct.training.errors import run_cli
+    _, ids = fake_flowers
+    monkeypatch.setattr(flowers, "COUNTS", {"train": 4, "valid": 3, "test": 7})
+    monkeypatch.setattr(flowers, "NUM_IMAGES", 14)
+    out = tmp_path / "run"
+    code = run_cli(train.main, ["flowers102", "--data-dir", str(tmp_path), "--img-size", "28",
+                                "--model-kwargs", "embedding_dim=16", "num_layers=1", "num_heads=2",
+                                "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0",
+                                "--batch-size", "4", "--workers", "0", "--output", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "preset flowers102" in text and "cct_7_7x2_224_sine" in text
+    ck = ckpt_io.load_checkpoint(out / "last.npz")
+    assert ck["model"]["num_classes"] == 102 and ck["history"][0]["epoch"] == 0
+    assert len(ck["data"]["classes"]) == 102
