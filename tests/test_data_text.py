@@ -229,3 +229,46 @@ def test_evaluate_rebuilds_a_text_model_from_its_checkpoint(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"top-1 {best['metrics']['test_top1']:.2f}%" in out
+
+
+def test_text_datasets_bring_their_presets():
+    from minicct.training.config import merge, parse_flags
+    for name in ("text-synth", "agnews", "trec"):
+        v = merge(parse_flags([name]))[0]
+        assert v["preset"] == name and v["model"].startswith("text_cct_") and v["aa"] == "none"
+        assert v["mixup"] == v["cutmix"] == v["reprob"] == 0.0
+
+
+def test_glove_vectors_are_loaded_and_stay_frozen(tmp_path, capsys):
+    """--glove PATH: the words the file has start from its vectors and training leaves them as they are."""
+    from minicct import train
+    from minicct.data.text import load_text_dataset
+    from minicct.training.checkpoint import load_checkpoint
+    from minicct.training.errors import run_cli
+    vocab = load_text_dataset("text-synth")[0].vocab
+    words = [vocab.itos[i] for i in range(2, 8)]
+    rng = np.random.default_rng(0)
+    vectors = {w: rng.standard_normal(8).round(4) for w in words}
+    glove = tmp_path / "glove.txt"
+    glove.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    argv = ["text-synth", "--model-kwargs", "embedding_dim=16", "num_layers=1", "word_embedding_dim=8",
+            "--glove", str(glove), "--epochs", "1", "--train-limit", "128", "--test-limit", "64",
+            "--batch-size", "32", "--workers", "0", "--output", str(tmp_path / "run")]
+    assert run_cli(train.main, argv, prog="minicct.train") == 0, capsys.readouterr().err
+    assert f"{len(words)} of the" in capsys.readouterr().out
+    table = load_checkpoint(tmp_path / "run" / "last.npz")["model"]["state"]["embedder.weight"]
+    for i, w in enumerate(words, 2):
+        np.testing.assert_allclose(table[i], vectors[w], rtol=1e-6)
+
+
+@pytest.mark.parametrize("extra,words", [(["--glove", "nope.txt"], "no such file"),
+                                          (["--model", "cct_2_3x2_32"], "text models")])
+def test_glove_bad_uses_are_one_line(tmp_path, capsys, extra, words):
+    from minicct import train
+    from minicct.training.errors import run_cli
+    glove = tmp_path / "g.txt"
+    glove.write_text("a 1 2\n")
+    argv = ["text-synth", "--glove", str(glove)] + extra
+    assert run_cli(train.main, argv, prog="minicct.train") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--glove" in err and words in err

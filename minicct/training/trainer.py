@@ -64,12 +64,17 @@ def load_data(config):
     return train, test
 
 
-def build_model(model_cfg, train_set, device):
+def build_model(model_cfg, train_set, device, log=print):
     """The model named by --model (+ --model-kwargs), sized for the data, on ``device``."""
     from minicct import models
     # The data tells the model what it needs beyond its size (model_kwargs): an image set its
     # channels (1 for MNIST's grey digits), a text set its vocabulary size and longest sentence.
     kwargs = {**getattr(train_set, "model_kwargs", {}), **model_cfg.kwargs}
+    if model_cfg.glove:              # frozen word vectors for a text model (checked in config)
+        from minicct.data.text import load_glove
+        table, found = load_glove(model_cfg.glove, train_set.vocab, dim=kwargs.get("word_embedding_dim", 300))
+        kwargs.update(embeddings=table, freeze_embeddings=True)
+        log(f"  --glove: {found:,} of the {len(train_set.vocab):,} words found in {model_cfg.glove}")
     what = f"{train_set.img_size}px images" if train_set.img_size else "this data"
     try:
         model = models.create_model(model_cfg.name, num_classes=train_set.num_classes,
@@ -219,7 +224,7 @@ class Trainer:
 
         minicct.random.manual_seed(config.run.seed)
         self.train_set, self.test_set = load_data(config)
-        self.model = build_model(config.model, self.train_set, self.device)
+        self.model = build_model(config.model, self.train_set, self.device, log)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.schedule = build_schedule(config.schedule, config.optim.lr)
         self.train_loader, self.test_loader = build_loaders(config, self.train_set, self.test_set)
