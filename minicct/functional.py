@@ -3,9 +3,11 @@
     import minicct.functional as F
     y = F.conv2d(x, w, padding=1)          # x, w: Tensors; y: Tensor on the graph
 
-Each Function below is a thin wrapper: forward calls ``kernels.<op>_forward`` on the raw arrays
-and keeps its cache on ``ctx``; backward calls ``kernels.<op>_backward`` and returns one gradient
-per positional argument (None where there is none). The math lives in ``minicct/kernels``.
+Each Function below is a thin wrapper: forward asks ``kernels.dispatch`` which version of the op
+to run (the reference, a fast NumPy one, a CUDA one), keeps that ``Impl`` and its cache on
+``ctx`` and returns the output; backward calls the same Impl's backward on the raw arrays and
+returns one gradient per positional argument (None where there is none). The math lives in
+``minicct/kernels``.
 """
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def drop_path(x, p=0.0, training=False, generator=None):
 class ScaledDotProductAttention(Function):
     @staticmethod
     def forward(ctx, q, k, v, dropout_p=0.0, training=True, generator=None, key_mask=None):
-        ctx.impl = dispatch.sdpa(q)
+        ctx.impl = dispatch.sdpa(q, k)
         y, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator, key_mask=key_mask)
         return y
 
@@ -229,7 +231,7 @@ class _HeadsAttention(Function):
         N, L, C3 = qkv.shape
         C = C3 // 3
         q, k, v = qkv.reshape(N, L, 3, num_heads, C // num_heads).transpose(2, 0, 3, 1, 4)
-        ctx.impl = dispatch.sdpa(q)
+        ctx.impl = dispatch.sdpa(q, k)
         out, ctx.cache = ctx.impl.forward(q, k, v, dropout_p, training, generator, key_mask=key_mask)
         ctx.q_shape = q.shape
         return out.transpose(0, 2, 1, 3).reshape(N, L, C)     # (N, heads, L, D) -> (N, L, C)

@@ -36,9 +36,16 @@ def xp(device):
 
 
 @pytest.fixture(params=["reference", "fast"])
-def kernel_mode(request):
-    """Run the test with the reference kernels, then with the fast ones (kernels.dispatch)."""
+def kernel_mode(request, monkeypatch):
+    """Run the test with the reference kernels, then with the fast ones (kernels.dispatch).
+
+    Tests use small shapes, below the sizes from which dispatch takes Winograd or the blocked
+    attention in training; in fast mode those size rules are lowered so every fast version runs
+    here (the rules themselves are tested in test_kernels_dispatch / test_kernels_fast)."""
     from minicct.kernels import dispatch
+    if request.param == "fast":
+        monkeypatch.setattr(dispatch, "WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(dispatch, "SDPA_FAST_MIN_SCORES", 0)
     with dispatch.use_mode(request.param):
         yield request.param
 

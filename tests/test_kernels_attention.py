@@ -212,7 +212,7 @@ def test_fast_gradcheck_across_blocks_with_dropout(rng, monkeypatch):
         blocks.append(len(cache.blocks))
         return y, cache
     impl = dispatch.Impl("sdpa_fast_small_blocks", forward, fast_attention.sdpa_backward)
-    monkeypatch.setattr(dispatch, "sdpa", lambda q: impl)
+    monkeypatch.setattr(dispatch, "sdpa", lambda q, k=None: impl)
     fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, 0.3, True, np.random.default_rng(7))
     assert gradcheck(fn, _qkv(rng, N=3, H=2), names=["q", "k", "v"])
     assert blocks and set(blocks) == {2}

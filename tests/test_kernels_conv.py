@@ -133,11 +133,14 @@ def test_weight_grad_blocks_add_up_to_one_product(rng, monkeypatch):
     with a block size that leaves a short last block; and through conv2d_backward, the reference's gw."""
     monkeypatch.setattr(conv_im2col, "_GW_BLOCK", 7)
     cols, gY = rng.standard_normal((5, 7 * 4 + 3)), rng.standard_normal((7 * 4 + 3, 6))
-    np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY), cols @ gY, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY, 7), cols @ gY, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY, None), cols @ gY, rtol=1e-12, atol=1e-12)
     x, w, b = _inputs(rng, (2, 3, 5, 4), (4, 3, 3))          # M = 5 rows * Wq 5 * 2 images = 50
     y, cache = conv_im2col.conv2d_forward(x, w, b, 1, 1)
     gy = rng.standard_normal(y.shape)
     y_ref, cache_ref = conv.conv2d_forward(x, w, b, 1, 1)
     assert cache.cols.shape[1] % 7 != 0
-    np.testing.assert_allclose(conv_im2col.conv2d_backward(gy, cache)[1],
+    np.testing.assert_allclose(conv_im2col.conv2d_backward(gy, cache)[1],       # _GW_BLOCK, read now: 7
+                               conv.conv2d_backward(gy, cache_ref)[1], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv_im2col.conv2d_backward(gy, cache, gw_block=None)[1],   # the GPU's way
                                conv.conv2d_backward(gy, cache_ref)[1], rtol=1e-12, atol=1e-12)

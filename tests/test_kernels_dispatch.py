@@ -1,9 +1,9 @@
 """kernels.dispatch picks the version it should, per op, device and mode (layer_norm, the
 activations, attention, cross_entropy, the AdamW update, and max_pool2d's GPU branch).
 
-A CuPy array is stood in for by an object that is not a NumPy array: ``dispatch.on_gpu`` asks
-no more than that, so the GPU branches are checked on any machine (the CUDA modules import
-without CuPy and are not called here).
+A CuPy array is stood in for by an object of a class of our own, which ``dispatch.on_gpu`` is
+told to take for one (monkeypatched): the GPU branches are checked on any machine (the CUDA
+modules import without CuPy and are not called here).
 """
 import numpy as np
 import pytest
@@ -18,6 +18,13 @@ class FakeGpuArray:
 
 
 CPU, GPU = np.zeros((2, 3), np.float32), FakeGpuArray()
+
+
+@pytest.fixture(autouse=True)
+def fake_gpu(monkeypatch):
+    from minicct import backend
+    assert not backend.is_gpu_array(GPU)           # the real test does not take it for CuPy
+    monkeypatch.setattr(dispatch, "on_gpu", lambda x: isinstance(x, FakeGpuArray))
 
 
 def _module_of(impl):
@@ -65,6 +72,22 @@ def test_numpy_attention_is_fast_only_where_the_scores_are_large():
     with dispatch.use_mode("fast"):
         assert dispatch.sdpa(np.zeros((16, 4, 256, 64), np.float32)).name == "sdpa_fast"
         assert dispatch.sdpa(np.zeros((16, 2, 64, 64), np.float32)).name == "sdpa"
+
+
+def test_conv_on_a_gpu_is_the_flat_im2col_with_one_weight_product():
+    from minicct.kernels.fast import conv_im2col
+    w = np.zeros((32, 32, 3, 3), np.float32)
+    with dispatch.use_mode("fast"):
+        impl = dispatch.conv2d(GPU, w, (1, 1), (1, 1))
+        assert impl.forward is conv_im2col.conv2d_forward and impl.backward.keywords == {"gw_block": None}
+        assert dispatch.conv2d(CPU, w, (1, 1), (1, 1)).name == "conv2d_winograd"
+
+
+def test_attention_size_rule_reads_the_keys_length():
+    q = np.zeros((1, 4, 16, 8), np.float32)                  # 4 * 16 queries
+    with dispatch.use_mode("fast"):
+        assert dispatch.sdpa(q).name == "sdpa"                                       # S = L = 16
+        assert dispatch.sdpa(q, np.zeros((1, 4, 1024, 8), np.float32)).name == "sdpa_fast"   # S = 1024
 
 
 def test_max_pool2d_gpu_branch():

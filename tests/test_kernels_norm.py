@@ -86,3 +86,13 @@ def test_any_memory_order(rng):
     np.testing.assert_array_equal(y, yc)
     for g, gc in zip(layer_norm_backward(gy, cache), layer_norm_backward(np.ascontiguousarray(gy), cache_c)):
         np.testing.assert_allclose(g, gc, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("has_w,has_b", [(True, False), (False, True)])
+def test_gradcheck_weight_or_bias_alone_over_two_dims(has_w, has_b, rng, device):
+    """Only one of weight and bias, normalising over two dimensions: each gradient keeps its
+    parameter's shape (the bias's gradient took the weight's shape, or a flat (D,) without one)."""
+    x = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True, device=device, dtype=np.float64)
+    p = Tensor(rng.standard_normal((3, 4)), requires_grad=True, device=device, dtype=np.float64)
+    assert gradcheck(lambda x, p: F.layer_norm(x, (3, 4), *((p, None) if has_w else (None, p))), [x, p],
+                     names=["x", "weight" if has_w else "bias"])

@@ -151,3 +151,16 @@ def test_stride_defaults_to_kernel_size(rng):
 def test_bad_input_raises_value_error(shape, kw, match, kernel_mode):
     with pytest.raises(ValueError, match=match):
         F.max_pool2d(Tensor(np.zeros(shape)), **kw)
+
+
+def test_a_nan_comes_out_of_every_version_alike():
+    """A NaN in a window makes that output NaN (PyTorch's max-pool), in the reference and the fast
+    version alike: a run must not show or hide a NaN depending on MINICCT_KERNELS."""
+    from minicct.kernels import pool
+    from minicct.kernels.fast import pool as fast_pool
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 0] = np.nan
+    ref, _ = pool.max_pool2d_forward(x, 2)
+    fast, _ = fast_pool.max_pool2d_forward(x, 2)
+    assert np.isnan(ref[0, 0, 0, 0]) and np.isnan(fast[0, 0, 0, 0])
+    np.testing.assert_array_equal(ref, fast)

@@ -2,14 +2,17 @@
 
 Every op has a *reference* implementation, the plain portable version a lesson builds, in its own
 module (``kernels/conv.py``, ``kernels/norm.py``, ...). Some ops also have *fast* versions in
-clearly named modules beside them: ``kernels/fast/`` for NumPy-only tricks (flat-buffer im2col,
-Winograd, cache blocking) and ``kernels/cuda/`` for CuPy ``RawKernel``s. Each is tested against
-its reference, forward and backward.
+clearly named modules beside them: ``kernels/fast/`` for array tricks written for NumPy
+(flat-buffer im2col, Winograd, cache blocking; the im2col and the folded attention also serve
+CuPy, in one block) and ``kernels/cuda/`` for CuPy ``RawKernel``s. Each is tested against its
+reference, forward and backward.
 
-The choice depends on two things only:
-    * the device of the arrays (NumPy or CuPy), and
+The choice depends on three things only:
+    * the device of the arrays (NumPy or CuPy),
     * the mode: ``MINICCT_KERNELS=reference|fast`` (default ``fast``), read once at import;
-      ``set_mode`` / ``use_mode`` change it (tests run the model with both).
+      ``set_mode`` / ``use_mode`` change it (tests run the model with both), and
+    * a size rule where a fast version pays only above a size (measured in the training step:
+      ``WINOGRAD_MIN_CHANNELS``, ``SDPA_FAST_MIN_SCORES``).
 
 The autograd Functions (``minicct.functional``) ask here once per call, keep the chosen ``Impl``
 on their context and call its backward with the forward's cache: no string tags in caches, no
@@ -22,12 +25,12 @@ device checks inside kernels.
 from __future__ import annotations
 
 import contextlib
-import math
 import functools
+import math
 import os
 from typing import Callable, NamedTuple
 
-import numpy as np
+from minicct.backend import is_gpu_array
 
 MODES = ("reference", "fast")
 ENV = "MINICCT_KERNELS"
@@ -75,8 +78,8 @@ def use_mode(value):
 
 
 def on_gpu(x):
-    """True for a CuPy array (anything that is not a NumPy array or scalar)."""
-    return not isinstance(x, (np.ndarray, np.generic, float, int))
+    """True for a CuPy array (backend.is_gpu_array: the one test of where an array lives)."""
+    return is_gpu_array(x)
 
 
 def fast(x):
@@ -102,6 +105,9 @@ from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool a
 
 _CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
 _CONV_IM2COL = Impl("conv2d_im2col_flat", _conv_im2col.conv2d_forward, _conv_im2col.conv2d_backward)
+# On a GPU: the weight gradient as one cuBLAS product (the blocks work around OpenBLAS only).
+_CONV_IM2COL_GPU = Impl("conv2d_im2col_flat_one_product", _conv_im2col.conv2d_forward,
+                        functools.partial(_conv_im2col.conv2d_backward, gw_block=None))
 _CONV_WINOGRAD = Impl("conv2d_winograd", _winograd.conv2d_forward, _winograd.conv2d_backward)
 _POOL = Impl("max_pool2d", _pool.max_pool2d_forward, _pool.max_pool2d_backward)
 _POOL_FAST = Impl("max_pool2d_fast", _pool_fast.max_pool2d_forward, _pool_fast.max_pool2d_backward)
@@ -138,7 +144,7 @@ def conv2d(x, w, stride, padding):
     if (not on_gpu(x) and WINOGRAD_MIN_CHANNELS and _winograd.supported(w, stride)
             and min(w.shape[:2]) >= WINOGRAD_MIN_CHANNELS):
         return _CONV_WINOGRAD
-    return _CONV_IM2COL
+    return _CONV_IM2COL_GPU if on_gpu(x) else _CONV_IM2COL
 
 
 def max_pool2d(x):
@@ -179,12 +185,14 @@ def log_softmax(x):
 SDPA_FAST_MIN_SCORES = 1 << 16
 
 
-def sdpa(q):
+def sdpa(q, k=None):
+    """q: (N, heads, L, D), k: (N, heads, S, D) (None: self-attention, S = L)."""
     if _mode == "reference":
         return _SDPA
     if on_gpu(q):
         return _SDPA_FAST_GPU
-    scores = math.prod(q.shape[1:-1]) * q.shape[-2] if q.ndim >= 3 else 0   # self-attention: S = L
+    S = q.shape[-2] if k is None else k.shape[-2]
+    scores = math.prod(q.shape[1:-1]) * S if q.ndim >= 3 else 0              # heads * L * S
     return _SDPA_FAST if scores >= SDPA_FAST_MIN_SCORES else _SDPA
 
 

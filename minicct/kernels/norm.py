@@ -19,7 +19,7 @@ class LayerNormCache(NamedTuple):
     xhat: object        # (R, D): (x - mean) * rstd
     rstd: object        # (R, 1): 1 / sqrt(var + eps)
     w: object           # normalized_shape, or None
-    has_bias: bool
+    b_shape: tuple      # the bias's shape, or None without a bias
     x_shape: tuple
 
 
@@ -49,7 +49,7 @@ def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
     y = xhat * w.reshape(D) if w is not None else xhat.copy()
     if b is not None:
         y += b.reshape(D)
-    return y.reshape(x.shape), LayerNormCache(xhat, rstd, w, b is not None, x.shape)
+    return y.reshape(x.shape), LayerNormCache(xhat, rstd, w, None if b is None else b.shape, x.shape)
 
 
 def layer_norm_backward(gy, cache):
@@ -59,11 +59,11 @@ def layer_norm_backward(gy, cache):
     means over the row: the normalisation's Jacobian, applied without forming it.
     """
     xp = get_array_module(gy)
-    xhat, rstd, w, has_bias, x_shape = cache
+    xhat, rstd, w, b_shape, x_shape = cache
     D = xhat.shape[1]
     gy2 = gy.reshape(-1, D)
     gw = column_sums(gy2 * xhat).reshape(w.shape) if w is not None else None
-    gb = column_sums(gy2).reshape(w.shape if w is not None else (D,)) if has_bias else None
+    gb = column_sums(gy2).reshape(b_shape) if b_shape is not None else None
     g = gy2 * w.reshape(D) if w is not None else gy2
     mean_gxhat = xp.einsum("ij,ij->i", g, xhat)[:, None] / D
     gx = g - row_means(g)

@@ -75,7 +75,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
             win = xpad[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw]
             better = win > y                  # strict: an equal later element never takes over
             arg[better] = i * KW + j
-            y = xp.where(better, win, y)
+            y = xp.maximum(y, win)            # (a NaN in a window comes out NaN, as in PyTorch)
     return y, PoolCache(arg, x.shape, g)
 
 

@@ -82,17 +82,17 @@ def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
     fn = module(_LN_SRC, ctype(x.dtype)).get_function("layernorm_fwd")
     fn(grid(R * 32), (THREADS,), (x2, wr, br, y, xhat, rstd, np.int64(R), np.int32(D),
                                   x.dtype.type(eps), np.int32(w is not None), np.int32(b is not None)))
-    return y.reshape(x.shape), LayerNormCache(xhat, rstd, w, b is not None, x.shape)
+    return y.reshape(x.shape), LayerNormCache(xhat, rstd, w, None if b is None else b.shape, x.shape)
 
 
 def layer_norm_backward(gy, cache):
     """gy: shape of x -> (gx: shape of x, gw: w's shape or None, gb: or None)."""
     cp = backend._import_cupy()
-    xhat, rstd, w, has_bias, x_shape = cache
+    xhat, rstd, w, b_shape, x_shape = cache
     R, D = xhat.shape
     gy2 = gy.reshape(R, D)
     gw = column_sums(gy2 * xhat).reshape(w.shape) if w is not None else None
-    gb = column_sums(gy2).reshape(w.shape if w is not None else (D,)) if has_bias else None
+    gb = column_sums(gy2).reshape(b_shape) if b_shape is not None else None
     gy2 = cp.ascontiguousarray(gy2, dtype=xhat.dtype)
     gx = cp.empty_like(gy2)
     wr = gy2 if w is None else cp.ascontiguousarray(w, dtype=xhat.dtype).reshape(D)

@@ -133,25 +133,32 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 _GW_BLOCK = 8192   # columns of cols per partial product in _weight_grad
 
 
-def _weight_grad(cols, gY):
-    """cols: (K, M), gY: (M, O) -> cols @ gY: (K, O), summed over blocks of M.
+def _weight_grad(cols, gY, block):
+    """cols: (K, M), gY: (M, O) -> cols @ gY: (K, O), summed over blocks of ``block`` columns of M
+    (None: one product).
 
     One product with a tiny (K, O) result and a huge inner size M: OpenBLAS threads such a shape
     badly, and on a busy machine it can take 10-100x longer than its FLOPs say. Blocks of
-    _GW_BLOCK give ordinary-sized products and the same speed on an idle machine.
+    _GW_BLOCK give ordinary-sized products and the same speed on an idle machine. cuBLAS has no
+    such trouble, so on a GPU (dispatch binds block=None) it is one product.
     """
+    if block is None:
+        return cols @ gY
     xp = get_array_module(cols)
     K, M = cols.shape
     acc = xp.zeros((K, gY.shape[1]), dtype=gY.dtype)
     part = xp.empty_like(acc)
-    for s in range(0, M, _GW_BLOCK):
-        xp.matmul(cols[:, s:s + _GW_BLOCK], gY[s:s + _GW_BLOCK], out=part)
+    for s in range(0, M, block):
+        xp.matmul(cols[:, s:s + block], gY[s:s + block], out=part)
         acc += part
     return acc
 
 
-def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
+def conv2d_backward(gy, cache, need_gx=True, need_gw=True, gw_block="default"):
     """gy: (N, O, OH, OW) -> (gx: (N, C, H, W) or None, gw: (O, C, KH, KW) or None, gb: (O,) or None).
+
+    gw_block: columns per partial product of the weight gradient ("default": _GW_BLOCK, read now;
+    None: one product, what a GPU gets).
 
     gw is a GEMM against the saved patch matrix (in blocks, see _weight_grad); gx is one GEMM to
     patch gradients, then col2im: each kernel offset adds its slab back into the flat buffer
@@ -164,7 +171,8 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True):
     gY = g.output_grads(gy)          # (M, O) like the GEMM's Y
 
     gb = gY.sum(axis=0) if has_bias else None
-    gw = _weight_grad(cols, gY).T.reshape(w.shape) if need_gw else None
+    block = _GW_BLOCK if gw_block == "default" else gw_block
+    gw = _weight_grad(cols, gY, block).T.reshape(w.shape) if need_gw else None
     gx = None
     if need_gx:
         gcols = (w.reshape(O, -1).T @ gY.T).reshape(C, KH, KW, *g.grid_shape)  # (C*KH*KW, M)
