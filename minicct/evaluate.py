@@ -53,10 +53,11 @@ def main(argv=None):
     from minicct.data.datasets import balanced_subset
 
     data = ckpt["data"]
-    dataset = args.dataset or data["dataset"]
+    dataset = (dataset_key(args.dataset) or args.dataset) if args.dataset else data["dataset"]
     data_dir = args.data_dir
     saved_dir = (ckpt.get("args") or {}).get("data_dir")
-    if data_dir is None and args.dataset is None and saved_dir and Path(saved_dir).is_dir():
+    same_data = dataset_key(dataset) is not None and dataset_key(dataset) == dataset_key(data["dataset"])
+    if data_dir is None and (args.dataset is None or same_data) and saved_dir and Path(saved_dir).is_dir():
         data_dir = saved_dir   # the folder the run was trained from
     img_size = None if data.get("img_size") is None else int(data["img_size"])
     _, test = get_dataset(dataset, data_dir=data_dir, img_size=img_size)

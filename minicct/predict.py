@@ -69,8 +69,12 @@ def main(argv=None):
     device = use_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
     data = ckpt["data"]
+    if data.get("img_size") is None:
+        raise RunError(f"--checkpoint {args.checkpoint} holds a {ckpt['model']['name']}, a text model: "
+                       f"predict classifies images (python -m minicct.evaluate tests a text model)")
     classes, size = list(data["classes"]), int(data["img_size"])
-    mode = "L" if int(ckpt["model"].get("n_input_channels", 3)) == 1 else "RGB"   # grey models: MNIST
+    from_data = ckpt["model"].get("data_kwargs", {"n_input_channels": ckpt["model"].get("n_input_channels", 3)})
+    mode = "L" if int(from_data.get("n_input_channels", 3)) == 1 else "RGB"   # grey models: MNIST
     images, paths = [], []
     for path in args.images:
         img = read_image(path, size, mode)

@@ -429,7 +429,7 @@ def test_train_evaluate_predict_on_grey_idx_data(tmp_path, fake_mnist, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "preset mnist" in text and "28px" in text
     ck = ckpt_io.load_checkpoint(out / "last.npz")
-    assert ck["model"]["n_input_channels"] == 1 and ck["model"]["img_size"] == 28
+    assert ck["model"]["data_kwargs"]["n_input_channels"] == 1 and ck["model"]["img_size"] == 28
     assert run_cli(evaluate.main, ["--checkpoint", str(out / "last.npz"), "--data-dir", str(tmp_path)]) == 0
     assert "12 images" in capsys.readouterr().out
     png = tmp_path / "digit.png"

@@ -175,7 +175,7 @@ def test_load_glove(tmp_path):
     np.testing.assert_allclose(table[v.stoi["cat"]], [-1, 0.5, 0.2])
     assert np.all(table[T.PAD] == 0) and np.abs(table[v.stoi["emu"]]).sum() > 0   # unknown: random
     f.write_text("dog 1 2\n")
-    with pytest.raises(DatasetError, match="3 numbers"):
+    with pytest.raises(DatasetError, match="3 numbers"):          # a 2-d file read as 3-d
         T.load_glove(f, v, dim=3)
 
 
@@ -272,3 +272,44 @@ def test_glove_bad_uses_are_one_line(tmp_path, capsys, extra, words):
     assert run_cli(train.main, argv, prog="minicct.train") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--glove" in err and words in err
+
+
+def test_glove_lines_whose_word_has_spaces_are_read_from_the_end(tmp_path):
+    """Published GloVe files have 'words' with spaces (glove.840B: 'to name@domain.com 0.1 ...'):
+    the vector is the last dim fields, such a line names no vocabulary word, the first vector wins."""
+    from minicct.data.text import Vocab, load_glove
+    vocab = load_text_vocab()
+    word = vocab.itos[2]
+    path = tmp_path / "g.txt"
+    path.write_text(f"{word} name@domain.com 9 9 9\n{word} 1 2 3\n{word} 4 5 6\n")
+    table, found = load_glove(path, vocab, dim=3)
+    assert found == 1 and table[2].tolist() == [1.0, 2.0, 3.0]
+
+
+def load_text_vocab():
+    from minicct.data.text import load_text_dataset
+    return load_text_dataset("text-synth")[0].vocab
+
+
+def test_predict_refuses_a_text_checkpoint_in_one_line(tmp_path, capsys):
+    from minicct import predict, train
+    from minicct.training.errors import run_cli
+    argv = ["text-synth", "--model-kwargs", "embedding_dim=16", "num_layers=1", "word_embedding_dim=8",
+            "--epochs", "1", "--train-limit", "64", "--test-limit", "32", "--batch-size", "32",
+            "--workers", "0", "--output", str(tmp_path / "run")]
+    assert run_cli(train.main, argv, prog="minicct.train") == 0
+    capsys.readouterr()
+    img = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(img)
+    assert run_cli(predict.main, [str(img), "--checkpoint", str(tmp_path / "run" / "best.npz")],
+                   prog="minicct.predict") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "text model" in err
+
+
+def test_the_data_command_refuses_text_in_one_line(capsys):
+    from minicct.data.__main__ import main
+    from minicct.cli import run_cli
+    assert run_cli(main, ["text-synth"], prog="minicct.data") == 2
+    assert "text dataset" in capsys.readouterr().err

@@ -344,3 +344,19 @@ def test_topk_and_csv(tmp_path):
         csv.append({"epoch": e, "loss": 1.0 / (e + 1)})
     csv.truncate(2)
     assert [r["epoch"] for r in csv.rows()] == ["0", "1"]
+
+
+def test_a_known_dataset_name_is_kept_in_its_one_spelling():
+    """'Fashion_MNIST' gets fashion-mnist's preset and is loaded and labelled as fashion-mnist."""
+    from minicct.training.config import make_config, parse_flags
+    for given, key in (("Fashion_MNIST", "fashion-mnist"), ("CIFAR-10", "cifar10"), ("text_synth", "text-synth")):
+        assert make_config(parse_flags([given])).run.dataset == key
+
+
+def test_another_seed_on_resume_is_refused():
+    from minicct.errors import RunError
+    from minicct.training.config import make_config, parse_flags
+    saved = make_config(parse_flags(["shapes", "--seed", "3"])).flags()
+    assert make_config(parse_flags(["--seed", "3"]), saved).run.seed == 3          # the same: fine
+    with pytest.raises(RunError, match="--seed 4 with --resume"):
+        make_config(parse_flags(["--seed", "4"]), saved)

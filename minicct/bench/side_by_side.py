@@ -506,6 +506,11 @@ def _check(args):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise UsageError(f"--{flag.replace('_', '-')} {v}: must be a positive number")
+    if args.epochs < 2:
+        raise UsageError(f"--epochs {args.epochs}: the shortest scaled recipe is 2 epochs (a warm-up epoch "
+                         f"and a cosine epoch); give --epochs 2 or more")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: must be 0 or more")
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: cannot be negative (0 = prepare batches in-process)")
     if args.device != "cpu":
@@ -552,7 +557,11 @@ def _main(args):
     sides = _check(args)
     out = Path(args.out)
     train, test, root = load_data(args.data_dir, args.train_limit, args.test_limit)
-    batch = recipe_config(scaled_schedule(args.epochs), args.seed, 0, root, out).optim.batch_size
+    from minicct.errors import RunError
+    try:
+        batch = recipe_config(scaled_schedule(args.epochs), args.seed, 0, root, out).optim.batch_size
+    except RunError as e:
+        raise UsageError(str(e)) from None
     if len(train) < batch:
         raise UsageError(f"--train-limit {args.train_limit}: fewer images than one batch of the recipe "
                          f"({batch}); give at least {batch}")

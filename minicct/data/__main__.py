@@ -43,6 +43,10 @@ def main(argv=None):
                        f"or leave --data-dir out to use data/")
     if a.grid is not None and (Path(a.grid).suffix.lower() != ".png" or not Path(a.grid).parent.is_dir()):
         raise RunError(f"--grid {a.grid}: give a .png path in an existing folder, e.g. --grid batch.png")
+    from minicct.data.text import TEXT_DATASET_NAMES
+    if str(a.dataset).lower() in TEXT_DATASET_NAMES:
+        raise RunError(f"{a.dataset} is a text dataset: this command measures and draws image batches "
+                       f"(python -m minicct.train {a.dataset} trains on it)")
     train, _ = get_dataset(a.dataset, data_dir=a.data_dir)
     print(train)
 
@@ -82,7 +86,12 @@ def list_datasets(data_dir=None):
             ("fashion-mnist", "Fashion-MNIST: 60,000 + 10,000 grey 28x28, 10 classes", "fashion-mnist/"),
             ("flowers102", "Flowers-102: 1,020 train / 1,020 valid / 6,149 test photos, 102 classes",
              "flowers-102/"),
-            ("shapes", "synthetic shapes, generated in memory (offline)", None)]
+            ("flowers102-valid", "Flowers-102 tested on its validation split (the official config's)",
+             "flowers-102/"),
+            ("shapes", "synthetic shapes, generated in memory (offline)", None),
+            ("text-synth", "text: synthetic sentences, a topic word and a 'not' (offline)", None),
+            ("agnews", "text: AG News, 120,000 + 7,600 news items, 4 classes", "ag_news/"),
+            ("trec", "text: TREC, 5,452 + 500 questions, 6 classes", "trec/")]
     for name, what, folder in rows:
         where = f"{root}/{folder}" if folder else "(not stored)"
         print(f"{name:14s} {what}\n{'':14s} {where}")

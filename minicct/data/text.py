@@ -13,7 +13,7 @@ split's new words are <unk> = 1, as they would be for new text).
 Sources:
   * AG News: the CSVs torchtext uses (``class,title,description``, classes 1-4), MD5-checked.
   * TREC (coarse, 6 classes): Li & Roth's ``train_5500.label`` / ``TREC_10.label``, checked
-    against the SHA-256 and byte counts that Hugging Face's ``trec`` loader records.
+    against the SHA-256 that Hugging Face's ``trec`` loader records.
   * text-synth: generated here in well under a second; see ``make_text_synth``.
 Downloads stream into ``<file>.part`` and are renamed only once their checksum matches, so an
 interrupted download never looks complete (as for CIFAR).
@@ -310,22 +310,25 @@ def load_glove(path, vocab: Vocab, dim: int = 300, seed: int = 0):
     rng = np.random.default_rng(seed)
     table = rng.standard_normal((len(vocab), dim)).astype(np.float32)
     table[PAD] = 0.0
-    found = 0
+    found, seen = 0, set()
     with open(path, encoding="utf-8", errors="replace") as f:
         for line, text in enumerate(f, 1):
-            word, _, rest = text.rstrip("\n").partition(" ")
-            i = vocab.stoi.get(word)
-            if i is None or i < len(SPECIALS):
+            # The vector is the last `dim` fields: some published files have "words" with spaces
+            # in them (glove.840B has e.g. 'to name@domain.com'); those lines name no vocabulary word.
+            parts = text.rstrip("\n").rstrip(" ").split(" ")
+            i = vocab.stoi.get(" ".join(parts[:-dim]))
+            if i is None or i < len(SPECIALS) or i in seen:     # the first vector of a word wins
                 continue
             try:
-                vec = np.array(rest.split(" "), dtype=np.float32)
+                table[i] = np.array(parts[-dim:], dtype=np.float32)
             except ValueError:
-                vec = None
-            if vec is None or vec.shape != (dim,):
                 raise DatasetError(f"{path}, line {line}: expected a word and {dim} numbers, got "
-                                   f"{text[:60]!r}...: is it a {dim}-d GloVe file?")
-            table[i] = vec
+                                   f"{text[:60]!r}...: is it a {dim}-d GloVe file?") from None
+            seen.add(i)
             found += 1
+    if found == 0:   # (a file of another width names no word once its last `dim` fields are cut off)
+        raise DatasetError(f"{path}: no word of the vocabulary found, reading a word and {dim} numbers a line: "
+                           f"is it a {dim}-d GloVe-format file (word v1 ... v{dim})?")
     return table, found
 
 

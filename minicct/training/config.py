@@ -133,8 +133,8 @@ def build_parser() -> ArgumentParser:
     """The one parser. Every flag's default is SUPPRESS, so parsing yields only the flags given; the
     defaults live in DEFAULTS (shown once in the help)."""
     p = ArgumentParser(prog="python -m minicct.train", argument_default=argparse.SUPPRESS,
-                       description="Train a Compact Transformer (CCT / CVT / ViT-Lite). With no flags: the "
-                                   "paper's CIFAR-10\nrecipe for cct_2_3x2_32 (310 epochs).",
+                       description="Train a Compact Transformer (CCT / CVT / ViT-Lite). With the dataset alone, "
+                                   "`cifar10`: the paper's\nCIFAR-10 recipe for cct_2_3x2_32 (310 epochs).",
                        epilog=EXAMPLES + "presets (--preset): " + ", ".join(PRESETS))
 
     def add(group, *names, help, **kw):
@@ -374,6 +374,10 @@ def make_config(explicit: dict, saved: dict | None = None) -> Config:
     """The run's Config from the flags given and (for --resume) the checkpoint's saved settings;
     every setting that depends on another is checked here, once, before anything is built."""
     values, notes = merge(explicit, saved)
+    if saved is not None and "seed" in explicit and saved.get("seed") is not None \
+            and explicit["seed"] != saved["seed"]:
+        raise RunError(f"--seed {explicit['seed']} with --resume: the run goes on with its own random streams "
+                       f"(seed {saved['seed']}, saved in the checkpoint); drop --seed, or start a new run")
     if saved is not None and "data_dir" not in explicit and values["data_dir"] is not None \
             and not Path(values["data_dir"]).is_dir():
         raise RunError(f"the run's data folder {values['data_dir']} (saved in its checkpoint) does not exist: "
@@ -410,8 +414,9 @@ def check(values: dict, explicit: dict):
     # saved absolute, so that --resume finds the data from any working directory
     if values["data_dir"] is not None:
         values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
-    if key is None:
-        values["dataset"] = str(Path(dataset).expanduser().resolve())
+    # a known name in its one spelling ('Cifar-10' -> 'cifar10'): the data loader and the run
+    # folders see one name; anything else is a folder, made absolute
+    values["dataset"] = key if key is not None else str(Path(dataset).expanduser().resolve())
     try:
         values["device"] = backend.check_device(values["device"])
     except ValueError:

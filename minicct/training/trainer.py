@@ -335,13 +335,18 @@ class Trainer:
         preset = f", preset {c.run.preset}" if c.run.preset else ""
         mixing = a.mixup > 0 or a.cutmix > 0
         off = f" (off from epoch {a.mixup_off_epoch})" if mixing and a.mixup_off_epoch else ""
-        aug = f"aa {a.aa}, mixup {a.mixup}, cutmix {a.cutmix}{off}, reprob {a.reprob}, smoothing {a.smoothing}"
-        lines = [f"{model} on {c.run.dataset}: {len(self.train_set)} train / {len(self.test_set)} test images, "
-                 f"{plural(self.train_set.num_classes, 'class', 'classes')}, {self.train_set.img_size}px; "
-                 f"device {self.device}{preset}",
+        aug = (f"aa {a.aa}, hflip {a.hflip:g}, mixup {a.mixup}, cutmix {a.cutmix}{off}, reprob {a.reprob}, "
+               f"smoothing {a.smoothing}; {plural(c.run.workers, 'data worker')}")
+        if getattr(self.train_set, "kind", "") == "text":   # word ids: no image augmentation, no workers
+            what = f"sentences of up to {self.train_set.seq_len} words"
+            aug = f"smoothing {a.smoothing} (text batches take no image augmentation)"
+        else:
+            what = f"images of {self.train_set.img_size}px"
+        lines = [f"{model} on {c.run.dataset}: {len(self.train_set)} train / {len(self.test_set)} test {what}, "
+                 f"{plural(self.train_set.num_classes, 'class', 'classes')}; device {self.device}{preset}",
                  f"  AdamW lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, batch {c.optim.batch_size}; "
                  f"{describe_schedule(c.schedule)}",
-                 f"  {aug}; {plural(c.run.workers, 'data worker')}"]
+                 f"  {aug}"]
         lines += [f"  note: {n}" for n in c.notes]
         if self.resume is not None:
             lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1}, "
@@ -360,7 +365,6 @@ class Trainer:
                       "img_size": self.train_set.img_size, "kwargs": dict(c.model.kwargs),
                       # what the data told the model (channels; a text set's vocabulary size)
                       "data_kwargs": dict(getattr(self.train_set, "model_kwargs", {})),
-                      "n_input_channels": getattr(self.train_set, "channels", 3),
                       "state": self.model.state_dict()},
             "data": {"dataset": str(c.run.dataset), "classes": list(self.train_set.classes),
                      "mean": list(self.train_set.mean), "std": list(self.train_set.std),
