@@ -148,15 +148,15 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data"
 
 
-DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "flowers102", "shapes")
+DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "flowers102", "flowers102-valid", "shapes")
 
 
 def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, download: bool = True,
                 **kwargs) -> Splits:
     """Both splits of a dataset by name or folder path.
 
-    name_or_path: 'cifar10', 'cifar100', 'mnist', 'fashion-mnist', 'flowers102', 'shapes', or a path to an
-        ImageFolder root (``root/train/<class>/*`` and ``root/test/<class>/*`` or ``root/val/<class>/*``).
+    name_or_path: 'cifar10', 'cifar100', 'mnist', 'fashion-mnist', 'flowers102', 'shapes', a text set
+        ('text-synth', 'agnews', 'trec': minicct.data.text), or a path to an ImageFolder root (``root/train/<class>/*`` and ``root/test/<class>/*`` or ``root/val/<class>/*``).
     data_dir: where downloads live (default: ``data/`` at the repo root, or ``$MINICCT_DATA_DIR``).
     img_size: side of the square images returned (CIFAR and shapes: 32 unless given; MNIST and
         Fashion-MNIST: 28; Flowers-102: 224; ImageFolder: required unless all its images already share
@@ -164,7 +164,7 @@ def get_dataset(name_or_path: str, data_dir=None, img_size: int | None = None, d
     download: the downloadable sets; False raises DatasetError instead of fetching.
     kwargs: passed on (shapes: ``n_train``, ``n_test``, ``seed``, ``num_classes``; flowers102:
         ``eval_split='valid'`` to test on the validation split, which the name 'flowers102-valid' also asks for).
-    Returns Splits(train, test) of ImageDataset.
+    Returns Splits(train, test) of ImageDataset (TextDataset for a text set).
     """
     key = str(name_or_path).lower()
     from minicct.data.text import TEXT_DATASET_NAMES, load_text_dataset

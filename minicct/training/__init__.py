@@ -7,7 +7,7 @@
     checkpoint.py  atomic .npz checkpoints (arrays + a JSON document, no pickle); model_from_checkpoint
     metrics.py     top-k accuracy, running means, metrics.csv
     curves.py      the loss/accuracy PNG, drawn with Pillow
-    errors.py      one-line errors and exit codes for the commands (no tracebacks for user mistakes)
+    errors.py      NonFiniteLoss (a diverged run); the one-line errors and exit codes are minicct/cli.py's
 
 The commands themselves are ``minicct/train.py``, ``minicct/evaluate.py`` and ``minicct/predict.py``;
 ``minicct/cli.py`` holds what they share (checked flags, one-line errors).
