@@ -80,11 +80,8 @@ def load_cifar(name: str = "cifar10", data_dir=None, download: bool = True) -> S
                 raise
             except (OSError, ValueError) as e:  # URLError, timeouts, DNS failures are all OSErrors
                 raise DatasetError(_missing_message(spec, data_dir, f"download failed: {e}")) from None
-        elif md5_file(archive) != spec["md5"]:
-            raise DatasetError(
-                f"{archive} does not have the MD5 of the official {spec['title']} archive ({spec['md5']}): "
-                f"it is truncated or corrupt. Delete it and run again to download it afresh, or replace it "
-                f"with a good copy from {spec['url']}.")
+        else:
+            check_file(archive, spec["md5"], f"the official {spec['title']} archive", spec["url"])
         extract_tar(archive, data_dir, spec["folder"])
     return _load_folder(spec, folder)
 
@@ -168,6 +165,15 @@ def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str
 
 def md5_file(path: Path, chunk: int = 1 << 20) -> str:
     return file_digest(path, "md5", chunk)
+
+
+def check_file(path: Path, digest: str, what: str, source: str, algorithm: str = "md5"):
+    """DatasetError unless the file at ``path`` has this digest; ``what`` names it ("the official
+    CIFAR-10 archive"), ``source`` is where a good copy comes from."""
+    if file_digest(path, algorithm) != digest:
+        raise DatasetError(f"{path} does not have the {algorithm.upper()} of {what} ({digest}): it is truncated "
+                           f"or corrupt. Delete it and run again to download it afresh, or replace it with a "
+                           f"good copy from {source}.")
 
 
 def download_url(url: str, dest: Path, digest: str | None = None, desc: str | None = None, timeout: float = 30,

@@ -102,13 +102,10 @@ def _variable(mat: dict, key: str, path: Path) -> np.ndarray:
 
 def _fetch(folder: Path, name: str, download: bool) -> Path:
     """folder/name, MD5-checked; downloaded first when missing."""
-    from minicct.data.cifar import download_url, md5_file
+    from minicct.data.cifar import check_file, download_url
     path, md5 = folder / name, FILES[name]
     if path.is_file():
-        if md5_file(path) != md5:
-            raise DatasetError(f"{path} does not have the MD5 of the official Flowers-102 file ({md5}): it is "
-                               f"truncated or corrupt. Delete it and run again to download it afresh, or "
-                               f"replace it with a good copy from {URL}{name}.")
+        check_file(path, md5, "the official Flowers-102 file", URL + name)
         return path
     if download:
         try:

@@ -115,15 +115,12 @@ def load_idx_dataset(name: str = "mnist", data_dir=None, download: bool = True) 
 
 def _find_or_fetch(spec, folder: Path, key: str, download: bool) -> Path:
     """The path of one of the four files: the .gz (MD5-checked), the unpacked file, or a download."""
-    from minicct.data.cifar import download_url, md5_file
+    from minicct.data.cifar import check_file, download_url
     gz = folder / (FILES[key] + ".gz")
     raw = folder / FILES[key]
     md5 = spec["md5"][key]
     if gz.is_file():
-        if md5_file(gz) != md5:
-            raise DatasetError(f"{gz} does not have the MD5 of the official {spec['title']} file ({md5}): it is "
-                               f"truncated or corrupt. Delete it and run again to download it afresh, or replace "
-                               f"it with a good copy from {spec['mirrors'][0]}{gz.name}.")
+        check_file(gz, md5, f"the official {spec['title']} file", spec["mirrors"][0] + gz.name)
         return gz
     if raw.is_file():
         return raw

@@ -223,7 +223,7 @@ TEXT_DATASET_NAMES = ("agnews", "trec", "text-synth")
 
 def _fetch(name: str, data_dir: Path, download: bool) -> dict:
     """{split: path} of the checked files of a source, downloading what is missing."""
-    from minicct.data.cifar import download_url, file_digest   # one atomic, checked download
+    from minicct.data.cifar import check_file, download_url   # one atomic, checked download
     spec = TEXT_SOURCES[name]
     folder = data_dir / spec["folder"]
     paths = {}
@@ -239,10 +239,8 @@ def _fetch(name: str, data_dir: Path, download: bool) -> dict:
                 raise
             except (OSError, ValueError) as e:
                 raise DatasetError(_missing_message(spec, folder, f"download failed: {e}")) from None
-        elif file_digest(path, algorithm) != digest:
-            raise DatasetError(f"{path} does not have the {algorithm.upper()} of the {spec['title']} file "
-                               f"({digest}): it is truncated or corrupt. Delete it and run again to download "
-                               f"it afresh, or replace it with a good copy from {url}.")
+        else:
+            check_file(path, digest, f"the {spec['title']} file", url, algorithm)
         paths[split] = path
     return paths
 
