@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
 LEVEL_DENOM = 10.0  # magnitudes run 0..10; level = magnitude / 10
 
