@@ -145,7 +145,7 @@ def test_resume_ends_bit_identical(tmp_path, capsys):
     # the resumed run takes every setting from the checkpoint; only the folder is named
     code, out, err = run(["--resume", str(tmp_path / "split" / "last.npz"), "--workers", "1"], capsys)
     assert code == 0, err
-    assert "resumed from" in out
+    assert "resumed from" in out and "schedule differs" not in out
     a, b = weights(tmp_path / "straight" / "last.npz"), weights(tmp_path / "split" / "last.npz")
     assert a.keys() == b.keys()
     for k in a:
@@ -156,6 +156,18 @@ def test_resume_ends_bit_identical(tmp_path, capsys):
         np.testing.assert_array_equal(oa[k]["exp_avg_sq"], ob[k]["exp_avg_sq"])
     rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_resume_with_another_schedule_says_so(tmp_path, capsys):
+    """The checkpoint keeps the schedule it trained with; a resume whose flags change it says what
+    changed, in one line, and goes on with the new one."""
+    code, _, err = run(tiny_args(tmp_path, "--stop-epoch", "1", "--aa", "none", "--mixup", "0", "--cutmix", "0",
+                                 epochs=2), capsys)
+    assert code == 0, err
+    code, out, err = run(["--resume", str(tmp_path / "last.npz"), "--epochs", "3", "--stop-epoch", "2"], capsys)
+    assert code == 0, err
+    note = [line for line in out.splitlines() if "schedule differs" in line]
+    assert len(note) == 1 and "t_initial 2 -> 3" in note[0], out
 
 
 def test_sched_on_updates_sets_the_lr_before_every_update(tmp_path, monkeypatch):

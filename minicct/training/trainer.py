@@ -389,11 +389,24 @@ class Trainer:
         for g, wd in zip(self.optimizer.param_groups, decays):
             g["weight_decay"] = wd
         self.start_epoch = int(ckpt["epoch"])
+        self._compare_schedule(ckpt.get("scheduler"))
         self.train_loader.load_state_dict(ckpt["loader"])
         minicct.random.set_state(ckpt["rng"])
         self.history = list(ckpt.get("history") or [])
         self.best = ckpt.get("best")
         self.csv.truncate(self.start_epoch)  # rows logged after this checkpoint was written are redone
+
+    def _compare_schedule(self, saved):
+        """The schedule is rebuilt from the settings; the checkpoint's copy (written by ``state``) says
+        whether a flag given again on --resume (--epochs, --lr, ...) changed it: one line if so."""
+        if not saved:
+            return
+        now = self.schedule.state_dict()
+        changed = [f"{k} {saved[k]:g} -> {now[k]:g}" for k in now
+                   if k != "epoch" and k in saved and not isinstance(now[k], bool) and saved[k] != now[k]]
+        if changed:
+            self.log(f"  note: the learning-rate schedule differs from the checkpoint's ({', '.join(changed)}): "
+                     f"the run continues on the new one")
 
     def _save(self, epochs_done, metrics, is_best):
         state = self.state(epochs_done, metrics)
