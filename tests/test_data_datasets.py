@@ -164,6 +164,30 @@ def test_interrupted_download_is_never_complete(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_two_downloads_of_one_file_at_once_do_not_collide(tmp_path, monkeypatch):
+    """Two runs may fetch the same archive at the same time: each streams into a file of its own.
+    Here a second download of the same file runs to completion while the first is half way."""
+    import hashlib
+    payload = bytes(range(256)) * 400
+    digest = hashlib.md5(payload).hexdigest()
+    dest = tmp_path / "archive.tar.gz"
+    started = []
+
+    class Slow(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+        def read(self, n=-1):
+            if self.tell() > 0 and not started:      # the first download, half way: a second one runs
+                started.append(1)
+                cifar.download_url("http://x/archive", dest, digest)
+            return super().read(min(n, 4096))
+
+    monkeypatch.setattr(cifar, "_urlopen", lambda url, timeout: Slow(payload))
+    cifar.download_url("http://x/archive", dest, digest)
+    assert started and dest.read_bytes() == payload
+    assert [p.name for p in tmp_path.iterdir()] == ["archive.tar.gz"]   # no .part left behind
+
+
 def test_offline_error_says_where_to_put_the_data(tmp_path, monkeypatch):
     def no_network(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")

@@ -7,7 +7,7 @@ Where the data comes from, first match wins:
 2. ``<data_dir>/cifar-10-python.tar.gz``: MD5-checked, then extracted.
 3. Downloaded from the official URL into ``<data_dir>``, then as 2.
 
-The download is written to ``<archive>.part`` and only renamed to its real name once its MD5 matches,
+The download is written to a ``.part`` file of its own and only renamed to its real name once its MD5 matches,
 so an interrupted download never looks complete. Extraction goes to a scratch folder that is renamed
 into place at the end, for the same reason, and refuses archive members that would land outside it.
 
@@ -178,18 +178,20 @@ def check_file(path: Path, digest: str, what: str, source: str, algorithm: str =
 
 def download_url(url: str, dest: Path, digest: str | None = None, desc: str | None = None, timeout: float = 30,
                  algorithm: str = "md5"):
-    """Fetch url to dest atomically: stream into dest.part, check its digest (MD5 unless
-    ``algorithm`` says otherwise; none if digest is None), then rename.
+    """Fetch url to dest atomically: stream into a file of its own beside dest
+    (``<name>.<random>.part``, so two runs downloading at once do not write into one file), check its
+    digest (MD5 unless ``algorithm`` says otherwise; none if digest is None), then rename.
 
     Network errors propagate as OSError (the caller turns them into advice); a wrong digest raises
     DatasetError. Either way no file named ``dest`` is left behind.
     """
     from tqdm import tqdm
     dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
+    fd, part = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    part = Path(part)
     h = hashlib.new(algorithm)
     try:
-        with _urlopen(url, timeout=timeout) as r, open(part, "wb") as f:
+        with open(fd, "wb") as f, _urlopen(url, timeout=timeout) as r:
             total = r.headers.get("Content-Length") if getattr(r, "headers", None) else None
             with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=f"downloading {desc or dest.name}", leave=False) as bar:

@@ -15,7 +15,7 @@ Sources:
   * TREC (coarse, 6 classes): Li & Roth's ``train_5500.label`` / ``TREC_10.label``, checked
     against the SHA-256 that Hugging Face's ``trec`` loader records.
   * text-synth: generated here in well under a second; see ``make_text_synth``.
-Downloads stream into ``<file>.part`` and are renamed only once their checksum matches, so an
+Downloads stream into a ``.part`` file of their own and are renamed only once their checksum matches, so an
 interrupted download never looks complete (as for CIFAR).
 """
 from __future__ import annotations
