@@ -18,7 +18,6 @@ Run it:  python lessons/12_vit_lite.py
 """
 import numpy as np
 
-import minicct
 import scratch  # lessons/scratch.py: the from-scratch model of lessons 10-11, on minicct's kernels
 
 rng = np.random.default_rng(0)

@@ -17,7 +17,6 @@ Run it:  python lessons/14_cct.py
 """
 import numpy as np
 
-import minicct
 import scratch  # lessons/scratch.py
 
 rng = np.random.default_rng(0)
