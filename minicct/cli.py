@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from minicct.errors import MinicctError, RunError
 
@@ -79,6 +80,17 @@ def non_negative(kind, example):
 
 def probability(example):
     return checked(float, lambda x: 0.0 <= x <= 1.0, "a probability between 0 and 1", example)
+
+
+def existing_folder(fix):
+    """An argparse ``type`` for a folder that must exist (--data-dir): the value as given, or one line
+    naming the value and ``fix`` (what to do instead; ``{value}`` in it is replaced by the value)."""
+    def parse(value):
+        if not Path(value).expanduser().is_dir():
+            raise argparse.ArgumentTypeError(f"{value}: no such folder; {fix.replace('{value}', value)}")
+        return value
+    parse.__name__ = "folder"
+    return parse
 
 
 def plural(n, word, words=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from minicct.cli import ArgumentParser, plural, positive, run_cli, use_device
+from minicct.cli import ArgumentParser, existing_folder, plural, positive, run_cli, use_device
 from minicct.errors import RunError
 from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
 from minicct.training.config import DATASETS, dataset_key
@@ -30,7 +30,8 @@ def build_parser():
                    help="a dataset name (as for python -m minicct.train) or an ImageFolder root "
                         "(default: the checkpoint's)")
     p.add_argument("--checkpoint", required=True, help="a .npz written by python -m minicct.train")
-    p.add_argument("--data-dir", default=None, help="where CIFAR is (default: the folder the run used, else data/)")
+    p.add_argument("--data-dir", default=None, type=existing_folder("give the folder that holds the data, or "
+                                                                    "leave --data-dir out"), help="where CIFAR is (default: the folder the run used, else data/)")
     p.add_argument("--batch-size", type=positive(int, "--batch-size 256"), default=256,
                    help="evaluation batch size (default: 256)")
     p.add_argument("--device", default=None, help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
@@ -41,9 +42,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise RunError(f"--data-dir {args.data_dir}: no such folder; give the folder that holds the data, "
-                       f"or leave --data-dir out")
     if args.dataset is not None and dataset_key(args.dataset) is None and not Path(args.dataset).is_dir():
         raise RunError(f"dataset {args.dataset!r}: not one of {', '.join(DATASETS)}, and not a directory "
                        f"(leave it out to use the checkpoint's)")

@@ -254,12 +254,14 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys)
 # ---- bad input: one line, no traceback -----------------------------------------------------------
 @pytest.mark.parametrize("argv, words", [
     (["shapes", "--model", "cct_2_3x3_32"], "unknown model"),
-    (["cifar10", "--data-dir", "/no/such/data", "--model", "cct_2_3x3_32"], "unknown model"),  # before the data
+    (["cifar10", "--data-dir", "{empty}", "--model", "cct_2_3x3_32"], "unknown model"),  # before any download
     (["/no/such/folder"], "not a directory"),
     (["shapes", "--resume", "/no/such/ckpt.npz"], "no checkpoint"),
     (["shapes", "--aa", "rand-mX", "--train-limit", "256"], "RandAugment"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, words):
+    (tmp_path / "empty").mkdir()
+    argv = [a.replace("{empty}", str(tmp_path / "empty")) for a in argv]
     code, out, err = run(argv + ["--output", str(tmp_path / "o")], capsys)
     assert code == 2 and words in err and "Traceback" not in err
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minicct.cli import ArgumentParser, non_negative, positive, run_cli
+from minicct.cli import ArgumentParser, existing_folder, non_negative, positive, run_cli
 from minicct.errors import RunError
 
 
@@ -26,7 +26,8 @@ def main(argv=None):
                    help="cifar10, cifar100, mnist, fashion-mnist, flowers102, shapes or an image folder"
                         " (default: shapes)")
     p.add_argument("--list", action="store_true", help="list the datasets by name and stop")
-    p.add_argument("--data-dir", default=None, help="an existing folder where CIFAR is (default: data/)")
+    p.add_argument("--data-dir", default=None, type=existing_folder("give the folder that holds the data, or "
+                                                                    "leave --data-dir out to use data/"), help="an existing folder where CIFAR is (default: data/)")
     p.add_argument("--workers", type=non_negative(int, "--workers 0 1 2"), nargs="+", default=[0, 1, 2],
                    help="worker counts to measure (default: 0 1 2)")
     p.add_argument("--batch-size", type=positive(int, "--batch-size 128"), default=128,
@@ -38,9 +39,6 @@ def main(argv=None):
     if a.list:
         list_datasets(a.data_dir)
         return 0
-    if a.data_dir is not None and not Path(a.data_dir).is_dir():
-        raise RunError(f"--data-dir {a.data_dir}: no such folder; give the folder that holds the data, "
-                       f"or leave --data-dir out to use data/")
     if a.grid is not None and (Path(a.grid).suffix.lower() != ".png" or not Path(a.grid).parent.is_dir()):
         raise RunError(f"--grid {a.grid}: give a .png path in an existing folder, e.g. --grid batch.png")
     from minicct.data.text import TEXT_DATASET_NAMES

@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from minicct.cli import ArgumentParser, non_negative, plural, positive, probability
+from minicct.cli import ArgumentParser, existing_folder, non_negative, plural, positive, probability
 from minicct.errors import RunError
 
 # The paper's recipe: every flag's default (argparse dest names).
@@ -203,8 +203,11 @@ def build_parser() -> ArgumentParser:
     add(g, "--device", help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
     add(g, "--workers", "-j", type=non_negative(int, "--workers 2"),
         help="background processes preparing batches (0 = none)")
-    add(g, "--data-dir", help="an existing folder where CIFAR is (or is downloaded to); the "
-                              "cifar-10-batches-py folder itself works too (default: data/; saved for --resume)")
+    data_dir_fix = ("give the folder that holds cifar-10-batches-py (or the archive), create it first "
+                    "(mkdir -p {value}) for CIFAR to be downloaded there, or leave --data-dir out to use data/")
+    add(g, "--data-dir", type=existing_folder(data_dir_fix),
+        help="an existing folder where CIFAR is (or is downloaded to); the cifar-10-batches-py folder "
+             "itself works too (default: data/; saved for --resume)")
     add(g, "--output", help="run folder (default: runs/<dataset>-<model>, -2, -3... for later runs)")
     add(g, "--resume", metavar="PATH|auto",
         help="continue from a checkpoint or run folder; 'auto' = the newest run in --output or "
@@ -409,10 +412,6 @@ def check(values: dict, explicit: dict):
         raise RunError(f"dataset {dataset!r}: not one of {', '.join(DATASETS)}, and "
                        f"{str(Path(dataset).expanduser().resolve())!r} is not a directory (an image folder "
                        f"holds train/<class>/* and test/<class>/*)")
-    if values["data_dir"] is not None and not Path(values["data_dir"]).is_dir():
-        raise RunError(f"--data-dir {values['data_dir']}: no such folder; give the folder that holds "
-                       f"cifar-10-batches-py (or the archive), create it first (mkdir -p {values['data_dir']}) "
-                       f"for CIFAR to be downloaded there, or leave --data-dir out to use data/")
     # saved absolute, so that --resume finds the data from any working directory
     if values["data_dir"] is not None:
         values["data_dir"] = str(Path(values["data_dir"]).expanduser().resolve())
