@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minicct.cli import ArgumentParser, existing_folder, plural, positive, run_cli, use_device
 from minicct.errors import RunError
-from minicct.training.checkpoint import load_checkpoint, model_from_checkpoint
+from minicct.training.checkpoint import evaluated_as, load_checkpoint, model_from_checkpoint
 from minicct.training.config import DATASETS, dataset_key
 from minicct.training.evaluation import evaluate
 
@@ -71,9 +71,10 @@ def main(argv=None):
         loader = TextBatches(test, args.batch_size, False)
     else:
         loader = eval_loader(test, batch_size=args.batch_size, mean=data["mean"], std=data["std"])
-    r = evaluate(model, loader, device, progress=True)
-    print(f"{ckpt['model']['name']} (epoch {int(ckpt['epoch']) - 1}) on {dataset} test, {r['n']} images: "
-          f"top-1 {r['test_top1']:.2f}%  top-5 {r['test_top5']:.2f}%  loss {r['test_loss']:.4f}")
+    # evaluated as the run evaluated: its weight average (--ema) and test-time flip, if it used them
+    r = evaluate(model, loader, device, progress=True, flip=bool((ckpt.get("args") or {}).get("tta_flip")))
+    print(f"{ckpt['model']['name']} (epoch {int(ckpt['epoch']) - 1}{evaluated_as(ckpt)}) on {dataset} test, "
+          f"{r['n']} images: top-1 {r['test_top1']:.2f}%  top-5 {r['test_top5']:.2f}%  loss {r['test_loss']:.4f}")
     return 0
 
 

@@ -38,12 +38,17 @@ def build_parser():
     return p
 
 
-def predict(model, images, mean, std, device):
-    """images: (N, S, S, C) uint8 (C = 3, or 1 for grey) -> class probabilities (N, K) float64 (NumPy)."""
+def predict(model, images, mean, std, device, flip=False):
+    """images: (N, S, S, C) uint8 (C = 3, or 1 for grey) -> class probabilities (N, K) float64 (NumPy).
+    flip: average the logits of each image and its mirror image (a run trained with --tta-flip)."""
     from minicct import Tensor, no_grad
     from minicct.data import Normalize
+    x = Normalize(mean, std)(images)
     with no_grad():
-        logits = backend.to_numpy(model(Tensor(backend.to_device(Normalize(mean, std)(images), device))).data)
+        logits = backend.to_numpy(model(Tensor(backend.to_device(x, device))).data)
+        if flip:
+            mirror = np.ascontiguousarray(x[..., ::-1])
+            logits = 0.5 * (logits + backend.to_numpy(model(Tensor(backend.to_device(mirror, device))).data))
     probs, _ = softmax_forward(logits.astype(np.float64), axis=1)   # the library's stable softmax
     return probs
 
@@ -88,7 +93,9 @@ def main(argv=None):
     if not images:
         raise RunError(f"none of the {len(args.images)} files could be read as an image (see above)")
     model = model_from_checkpoint(ckpt, device)
-    probs = predict(model, np.stack(images), data["mean"], data["std"], device)
+    # as the run evaluated: its weight average (--ema) and test-time flip, if it used them
+    probs = predict(model, np.stack(images), data["mean"], data["std"], device,
+                    flip=bool((ckpt.get("args") or {}).get("tta_flip")))
     k = min(args.top, len(classes))
     for path, p in zip(paths, probs):
         order = np.argsort(-p, kind="stable")[:k]

@@ -93,6 +93,12 @@ def test_predict_matches_the_model_on_32px_images(run_dir):
     e = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(probs, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-9)
+    # a run trained with --tta-flip: the mean of the logits of each image and its mirror image
+    flipped = predict.predict(model, imgs, ck["data"]["mean"], ck["data"]["std"], "cpu", flip=True)
+    with no_grad():
+        logits = 0.5 * (logits + model(Tensor(np.flip(x, axis=3).copy())).numpy().astype(np.float64))
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(flipped, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
 
 
 def test_bad_files_are_one_clear_line(run_dir, tmp_path, capsys):

@@ -266,3 +266,63 @@ def test_adamw_update_same_on_device(device, xp, rng):
     adamw_update_(dev[0], xp.asarray(g), dev[1], dev[2], **hyper)
     for r, d in zip(ref, dev):
         np.testing.assert_allclose(minicct.backend.to_numpy(d), r, rtol=1e-5, atol=1e-7)
+
+
+# ---- WeightEMA ----------------------------------------------------------------------------------
+def _linear_with(value):
+    from minicct import nn
+    m = nn.Linear(2, 1)
+    m.load_state_dict({"weight": np.full((1, 2), value, np.float32), "bias": np.full((1,), value, np.float32)})
+    return m
+
+
+def test_weight_ema_by_hand():
+    """Decay of update t: min(decay, (1 + t) / (10 + t)): 0.1, then 2/11, ... Weights 0 -> 1 -> 2:
+    the average is 0.1 * 0 + 0.9 * 1 = 0.9, then (2/11) * 0.9 + (9/11) * 2 = 1.8."""
+    from minicct.optim import WeightEMA
+    m = _linear_with(0.0)
+    ema = WeightEMA(m, decay=0.99)
+    assert ema.rate() == pytest.approx(0.1)
+    m.load_state_dict({"weight": np.ones((1, 2)), "bias": np.ones(1)})
+    ema.update()
+    np.testing.assert_allclose(ema.average["weight"], 0.9, rtol=1e-6)
+    m.load_state_dict({"weight": np.full((1, 2), 2.0), "bias": np.full(1, 2.0)})
+    ema.update()
+    np.testing.assert_allclose(ema.average["bias"], 1.8, rtol=1e-6)
+    assert ema.updates == 2 and ema.rate() == pytest.approx(3 / 12)
+    for _ in range(2000):
+        ema.update()
+    assert ema.rate() == 0.99                      # the cap
+    np.testing.assert_allclose(ema.average["weight"], 2.0, rtol=1e-5)
+
+
+def test_weight_ema_applied_swaps_in_place_and_back():
+    from minicct.optim import AdamW, WeightEMA
+    m = _linear_with(3.0)
+    opt = AdamW(m.parameters(), lr=0.1)
+    ema = WeightEMA(m, decay=0.5)
+    ema.average["weight"][...] = 7.0
+    views = [p.data for p in m.parameters()]
+    with ema.applied():
+        np.testing.assert_array_equal(m.weight.data, 7.0)
+    np.testing.assert_array_equal(m.weight.data, 3.0)
+    assert all(p.data is v for p, v in zip(m.parameters(), views))   # the optimizer's views survive
+    with pytest.raises(RuntimeError):
+        with ema.applied():
+            raise RuntimeError("inside")
+    np.testing.assert_array_equal(m.weight.data, 3.0)
+    assert opt.param_groups[0]["params"][0] is m.weight
+
+
+def test_weight_ema_state_round_trip_and_bad_decay():
+    from minicct.optim import WeightEMA
+    a = WeightEMA(_linear_with(1.0), decay=0.9)
+    a.average["weight"][...] = 4.0
+    a.updates = 17
+    b = WeightEMA(_linear_with(0.0), decay=0.9)
+    b.load_state_dict(a.state_dict())
+    assert b.updates == 17 and b.rate() == a.rate()
+    np.testing.assert_array_equal(b.average["weight"], 4.0)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="decay"):
+            WeightEMA(_linear_with(0.0), decay=bad)

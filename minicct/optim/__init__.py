@@ -1,5 +1,5 @@
-"""Optimisation: AdamW with decoupled weight decay, timm's no-decay parameter groups, and timm's
-cosine learning-rate schedule with warmup and cooldown.
+"""Optimisation: AdamW with decoupled weight decay, timm's no-decay parameter groups, timm's
+cosine learning-rate schedule with warmup and cooldown, and a moving average of the weights (WeightEMA).
 
     groups = param_groups_weight_decay(model, weight_decay=0.06)
     opt = AdamW(groups, lr=5.5e-4)
@@ -10,7 +10,8 @@ cosine learning-rate schedule with warmup and cooldown.
         ...  # loss.backward(); opt.step(); opt.zero_grad()
 """
 from minicct.optim.adamw import AdamW, adamw_update_
+from minicct.optim.ema import WeightEMA
 from minicct.optim.param_groups import param_groups_weight_decay
 from minicct.optim.scheduler import CosineLRScheduler
 
-__all__ = ["AdamW", "adamw_update_", "param_groups_weight_decay", "CosineLRScheduler"]
+__all__ = ["AdamW", "adamw_update_", "param_groups_weight_decay", "CosineLRScheduler", "WeightEMA"]

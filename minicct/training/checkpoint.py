@@ -33,10 +33,12 @@ def load_checkpoint(path) -> dict:
     return npz.load_checkpoint(path)
 
 
-def model_from_checkpoint(ckpt: dict, device="cpu"):
+def model_from_checkpoint(ckpt: dict, device="cpu", average=True):
     """Rebuild the model a training checkpoint describes, with its weights, in eval mode, on ``device``.
 
     ckpt: what ``load_checkpoint`` returned for a file that ``python -m minicct.train`` wrote.
+    average: for a run trained with --ema, load the moving average of the weights (what the run
+    evaluated) rather than the last step's weights.
     """
     from minicct import models
     try:
@@ -50,5 +52,14 @@ def model_from_checkpoint(ckpt: dict, device="cpu"):
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"the checkpoint does not describe a model ({e}): was it written by "
                               "python -m minicct.train?") from None
-    model.load_state_dict(info["state"])
+    model.load_state_dict(ckpt["ema"]["average"] if average and "ema" in ckpt else info["state"])
     return model.to(device).eval()
+
+
+def evaluated_as(ckpt: dict) -> str:
+    """How the run evaluated (and so evaluate/predict do): '' or e.g. ' (weight average --ema 0.999,
+    test-time flip)'."""
+    args = ckpt.get("args") or {}
+    how = [f"weight average --ema {float(ckpt['ema']['decay']):g}"] if "ema" in ckpt else []
+    how += ["test-time flip"] if args.get("tta_flip") else []
+    return f" ({', '.join(how)})" if how else ""

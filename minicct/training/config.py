@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from minicct.cli import ArgumentParser, existing_folder, non_negative, plural, positive, probability
+from minicct.cli import ArgumentParser, checked, existing_folder, non_negative, plural, positive, probability
 from minicct.errors import RunError
 
 # The paper's recipe: every flag's default (argparse dest names).
@@ -41,7 +41,7 @@ DEFAULTS = dict(
     aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
     mixup_off_epoch=175, hflip=0.5, reprob=0.25, smoothing=0.1,
     preset=None, seed=42, device=None, workers=2, data_dir=None, output=None, resume=None,
-    eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None,
+    eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None, ema=0.0, tta_flip=False,
 )
 
 # Each preset is a dict of flag defaults (argparse dest names), applied over the recipe's defaults.
@@ -181,6 +181,11 @@ def build_parser() -> ArgumentParser:
         help="size the run to end within this many minutes: after the first epoch, --epochs becomes as "
              "many epochs as fit at the measured pace (saved, so --resume keeps it)")
 
+    add(g, "--ema", type=checked(float, lambda x: 0.0 <= x < 1.0, "0 (off) or a decay below 1", "--ema 0.999"),
+        metavar="DECAY", help="keep an exponential moving average of the weights with this decay (e.g. 0.999), "
+                              "updated after every step: it is what each epoch evaluates and the checkpoints' "
+                              "evaluate/predict use (0 = off)")
+
     g = p.add_argument_group("augmentation and regularisation (timm's semantics)")
     add(g, "--aa", help="RandAugment policy (rand-m<magnitude>[-mstd<std>][-inc1][-n<ops>]), or 'none'")
     add(g, "--mixup", type=non_negative(float, "--mixup 0.8"), help="Mixup alpha (0 = off)")
@@ -212,6 +217,9 @@ def build_parser() -> ArgumentParser:
     add(g, "--resume", metavar="PATH|auto",
         help="continue from a checkpoint or run folder; 'auto' = the newest run in --output or "
              "runs/<dataset>-<model>[-N]")
+    add(g, "--tta-flip", action="store_true",
+        help="evaluate each test image and its mirror image and average their logits (test-time "
+             "augmentation: twice the evaluation time)")
     add(g, "--eval-batch-size", type=positive(int, "--eval-batch-size 256"), help="batch size for evaluation")
     add(g, "--stop-epoch", type=positive(int, "--stop-epoch 5"),
         help="stop before this epoch (the schedule is unchanged): a bounded run to --resume later")
@@ -230,13 +238,13 @@ NOT_RESUMED = {"resume", "stop_epoch", "device", "workers", "output"}
 # Where each flag lives in Config: dest -> (group, field).
 GROUPS = {
     "model": {"model": "name", "model_kwargs": "kwargs", "img_size": "img_size", "glove": "glove"},
-    "optim": {"lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size"},
+    "optim": {"lr": "lr", "weight_decay": "weight_decay", "batch_size": "batch_size", "ema": "ema"},
     "schedule": {k: k for k in ("epochs", "warmup_epochs", "warmup_lr", "cooldown_epochs", "min_lr",
                                 "sched_on_updates", "time_limit")},
     "augment": {k: k for k in ("aa", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_off_epoch",
                                "hflip", "reprob", "smoothing")},
     "run": {k: k for k in ("dataset", "preset", "seed", "device", "workers", "data_dir", "output", "resume",
-                           "eval_batch_size", "stop_epoch", "train_limit", "test_limit")},
+                           "eval_batch_size", "stop_epoch", "train_limit", "test_limit", "tta_flip")},
 }
 
 
@@ -260,6 +268,7 @@ class OptimConfig:
     lr: float
     weight_decay: float
     batch_size: int
+    ema: float = 0.0             # decay of the weight average evaluated instead of the weights (0: none)
 
 
 @dataclass(frozen=True)
@@ -309,6 +318,7 @@ class RunConfig:
     stop_epoch: int | None
     train_limit: int | None
     test_limit: int | None
+    tta_flip: bool = False       # evaluate on each image and its mirror (logits averaged)
 
 
 @dataclass(frozen=True)
@@ -437,6 +447,11 @@ def check(values: dict, explicit: dict):
             f" (preset {values['preset']})" if "warmup_epochs" in PRESETS.get(values["preset"], {}) else " (saved)")
         raise RunError(f"--warmup-epochs {w}{origin} is not shorter than --epochs {e}: the cosine would never start; "
                        f"give --warmup-epochs {e - 1}{' or less' if e > 1 else ''}, or a longer --epochs")
+    from minicct.data.text import TEXT_DATASET_NAMES
+    if values["tta_flip"] and (key in TEXT_DATASET_NAMES or values["hflip"] == 0):
+        why = ("a text dataset has no mirror image" if key in TEXT_DATASET_NAMES else
+               f"--hflip {values['hflip']:g} says a mirrored image is not of the same class")
+        raise RunError(f"--tta-flip averages each test image with its mirror, but {why}: drop --tta-flip")
     if values["output"] is not None and Path(values["output"]).exists() and not Path(values["output"]).is_dir():
         raise RunError(f"--output {values['output']}: a file is there; give a folder")
 

@@ -10,9 +10,11 @@ from minicct import backend
 from minicct.training.metrics import topk_correct
 
 
-def evaluate(model, loader, device, progress=False):
+def evaluate(model, loader, device, progress=False, flip=False):
     """Mean cross-entropy and top-1/top-5 accuracy (%) over ``loader`` (x normalised, y int labels).
 
+    flip: test-time augmentation; the logits are the mean of the image's and its mirror image's
+    (x[..., ::-1], the width axis), at twice the cost.
     Returns {'test_loss', 'test_top1', 'test_top5', 'n'}.
     """
     from minicct import Tensor, no_grad, parallel
@@ -24,8 +26,11 @@ def evaluate(model, loader, device, progress=False):
     try:
         with no_grad():
             for x, y in loader:
-                logits = parallel.forward(model, Tensor(backend.to_device(x, device))).data
-                logits = backend.to_numpy(logits).astype(np.float64)
+                x = backend.to_device(x, device)
+                logits = backend.to_numpy(parallel.forward(model, Tensor(x)).data).astype(np.float64)
+                if flip:
+                    mirror = backend.get_array_module(x).ascontiguousarray(x[..., ::-1])
+                    logits = 0.5 * (logits + backend.to_numpy(parallel.forward(model, Tensor(mirror)).data))
                 y = np.asarray(y)
                 # cross-entropy from a stable log-softmax: logsumexp(z) - z[label]
                 zmax = logits.max(axis=1, keepdims=True)

@@ -25,6 +25,7 @@ draws from (initialisation, dropout, drop-path) are saved and restored.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 import minicct.random
 from minicct import backend
 from minicct.cli import plural
-from minicct.optim import AdamW, CosineLRScheduler, param_groups_weight_decay
+from minicct.optim import AdamW, CosineLRScheduler, WeightEMA, param_groups_weight_decay
 from minicct.training.checkpoint import save_checkpoint
 from minicct.training.config import describe_schedule
 from minicct.training.curves import draw_curves
@@ -125,7 +126,7 @@ def set_lr(optimizer, lr):
 
 # ---- one epoch --------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print,
-                    schedule=None):
+                    schedule=None, ema=None):
     """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time',
     'steady_time'} (the last: the epoch's time at the pace of its last three quarters, without the
     start-up of the first steps; what --time-limit plans with).
@@ -134,6 +135,7 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
     progress: a tqdm bar on a terminal; elsewhere (a log file) a line every tenth of the epoch.
     schedule: None (lr fixed for the epoch), or a callable ``schedule(fraction) -> lr`` that sets the
     learning rate before each update, ``fraction`` = step / steps of this epoch (--sched-on-updates).
+    ema: None, or a ``WeightEMA`` updated after every optimizer step (--ema).
     """
     from minicct import Tensor, parallel
     from minicct import functional as F
@@ -158,6 +160,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
                 raise NonFiniteLoss(epoch, step, steps, value)
             optimizer.step()
             optimizer.zero_grad()
+            if ema is not None:
+                ema.update()
             n = x.shape[0]
             loss_mean.update(value, n)
             seen += n
@@ -226,6 +230,7 @@ class Trainer:
         self.train_set, self.test_set = load_data(config)
         self.model = build_model(config.model, self.train_set, self.device, log)
         self.optimizer = build_optimizer(self.model, config.optim)
+        self.ema = WeightEMA(self.model, config.optim.ema) if config.optim.ema else None
         self.schedule = build_schedule(config.schedule, config.optim.lr)
         self.train_loader, self.test_loader = build_loaders(config, self.train_set, self.test_set)
         self.csv = MetricsCSV(self.output / "metrics.csv", CSV_FIELDS)
@@ -283,13 +288,14 @@ class Trainer:
             per_update = lambda fraction: set_lr(self.optimizer, self.schedule.lr_at(epoch + fraction))  # noqa: E731
         try:
             stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.device, epoch,
-                                    self.total_epochs, lr, self.progress, self.log, per_update)
+                                    self.total_epochs, lr, self.progress, self.log, per_update, self.ema)
         except NonFiniteLoss as e:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
                                 self.checkpoint_last if done and self.checkpoint_last.is_file() else None) from None
         trained = time.perf_counter()
-        stats.update(evaluate(self.model, self.test_loader, self.device))
+        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
+            stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip))
         row = {"epoch": epoch, "lr": lr, **stats}
         is_best = self.best is None or row["test_top1"] > self.best["test_top1"]
         if is_best:
@@ -347,6 +353,10 @@ class Trainer:
                  f"  AdamW lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, batch {c.optim.batch_size}; "
                  f"{describe_schedule(c.schedule)}",
                  f"  {aug}"]
+        evaluated = [f"a moving average of the weights (--ema {c.optim.ema:g})"] if self.ema is not None else []
+        evaluated += ["each image and its mirror (--tta-flip)"] if c.run.tta_flip else []
+        if evaluated:
+            lines.append(f"  evaluated on {' and on '.join(evaluated)}")
         lines += [f"  note: {n}" for n in c.notes]
         if self.resume is not None:
             lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1}, "
@@ -370,6 +380,7 @@ class Trainer:
                      "mean": list(self.train_set.mean), "std": list(self.train_set.std),
                      "img_size": self.train_set.img_size},
             "optimizer": self.optimizer.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "scheduler": dict(self.schedule.state_dict(), epoch=epochs_done),
             "loader": self.train_loader.state_dict(),
             "rng": minicct.random.get_state(),
@@ -386,6 +397,11 @@ class Trainer:
         # settings (the same unless a flag was given again, e.g. a new --weight-decay).
         decays = [g["weight_decay"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and "ema" in ckpt:
+            self.ema.load_state_dict(ckpt["ema"])
+        elif self.ema is not None:
+            self.log("  note: the checkpoint has no weight average (it was trained without --ema): the average "
+                     "starts from its weights")
         for g, wd in zip(self.optimizer.param_groups, decays):
             g["weight_decay"] = wd
         self.start_epoch = int(ckpt["epoch"])
