@@ -108,6 +108,16 @@ def test_short_epochs_scale_the_recipe_and_say_so():
     assert (s.epochs, s.warmup_epochs, s.cooldown_epochs) == (20, 1, 1)
 
 
+def test_data_workers_default_by_device():
+    """2 beside a CPU step (1 on one core); every core but one beside a GPU step; a flag wins."""
+    from minicct.parallel import default_threads
+    from minicct.training.config import default_workers
+    assert [default_workers("cpu", n) for n in (1, 2, 16)] == [1, 2, 2]
+    assert [default_workers("gpu", n) for n in (1, 2, 16)] == [1, 1, 15]
+    assert parse_args(["cifar10"]).run.workers == min(2, default_threads())
+    assert parse_args(["cifar10", "--workers", "0"]).run.workers == 0
+
+
 def test_config_is_frozen_and_time_limit_makes_a_new_one():
     import dataclasses
     c = parse_args(["cifar10"])

@@ -40,7 +40,7 @@ DEFAULTS = dict(
     cooldown_epochs=10, min_lr=1e-5, sched_on_updates=False, time_limit=None,
     aa="rand-m9-mstd0.5-inc1", mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
     mixup_off_epoch=175, hflip=0.5, reprob=0.25, smoothing=0.1,
-    preset=None, seed=42, device=None, workers=2, data_dir=None, output=None, resume=None,
+    preset=None, seed=42, device=None, workers=None, data_dir=None, output=None, resume=None,
     eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None, ema=0.0, tta_flip=False,
 )
 
@@ -207,7 +207,8 @@ def build_parser() -> ArgumentParser:
         help="seed of initialisation, data order, augmentation, dropout")
     add(g, "--device", help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
     add(g, "--workers", "-j", type=non_negative(int, "--workers 2"),
-        help="background processes preparing batches (0 = none)")
+        help="background processes preparing batches (0 = none; default: 2 on the CPU, where the "
+             "training step needs the cores, and every core but one with --device gpu)")
     data_dir_fix = ("give the folder that holds cifar-10-batches-py (or the archive), create it first "
                     "(mkdir -p {value}) for CIFAR to be downloaded there, or leave --data-dir out to use data/")
     add(g, "--data-dir", type=existing_folder(data_dir_fix),
@@ -433,6 +434,8 @@ def check(values: dict, explicit: dict):
     except ValueError:
         raise RunError(f"--device {values['device']}: unknown device; use --device cpu or --device gpu") from None
     check_policy(values["aa"])
+    if values["workers"] is None:
+        values["workers"] = default_workers(values["device"])
     if values["glove"] is not None:
         if not str(values["model"]).startswith("text_"):
             raise RunError(f"--glove {values['glove']}: word vectors are for text models; --model "
@@ -454,6 +457,17 @@ def check(values: dict, explicit: dict):
         raise RunError(f"--tta-flip averages each test image with its mirror, but {why}: drop --tta-flip")
     if values["output"] is not None and Path(values["output"]).exists() and not Path(values["output"]).is_dir():
         raise RunError(f"--output {values['output']}: a file is there; give a folder")
+
+
+def default_workers(device, cores=None):
+    """Data workers when --workers is not given. On the CPU the training step itself runs on every
+    core, so 2 workers (fewer on a single core) keep augmentation going beside it without taking
+    the step's cores. On a GPU the step takes a few milliseconds and the CPU does nothing else: every
+    core but the one driving the GPU augments (RandAugment runs on the CPU, at a few thousand
+    images a second per core, and the paper's epoch must not wait for it)."""
+    from minicct.parallel import default_threads
+    cores = default_threads() if cores is None else cores
+    return max(1, cores - 1) if device == "gpu" else min(2, cores)
 
 
 def check_model(name, kwargs):
