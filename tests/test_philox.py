@@ -119,6 +119,17 @@ def test_keep_mask_as_integers_equals_the_float_comparison(dtype, monkeypatch):
     assert abs((fast.keep_mask(np, key, stream, 0, u.shape, 0.3, dtype)).mean() - 0.7) < 0.01
 
 
+def test_keep_threshold_is_the_first_number_kept():
+    # (number >= p) flips exactly at the threshold: checked on the two numbers either side of it,
+    # which random draws would almost never hit (a floor for the ceil would pass the tests above)
+    # 0.5 + 1e-9 is 0.5 in float32: a float32 array compares with float32(p), not p
+    for p in [0.1, 0.3, 0.5, 0.123456789, 3 / 2**24, 1e-9, 1 - 1e-9, 0.0, 0.5 + 1e-9, 0.25 + 1e-10]:
+        for dtype, bits in ((np.float32, 24), (np.float64, 53)):
+            t = ref.keep_threshold(p, dtype)
+            below, at = (np.array([max(t - 1, 0), t], np.uint64).astype(dtype) * dtype(2.0 ** -bits))
+            assert at >= p and (t == 0 or not below >= p), (p, dtype, t)
+
+
 def test_counter_layout_block_number_low_words_stream_id_high_words():
     c = ref.counters(np, 3, 2**32 - 1, (5 << 32) | 6)
     assert c.tolist() == [[2**32 - 1, 0, 6, 5], [0, 1, 6, 5], [1, 1, 6, 5]]
