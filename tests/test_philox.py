@@ -108,8 +108,12 @@ def test_keep_mask_as_integers_equals_the_float_comparison(dtype, monkeypatch):
     key, stream, shape = (11, 12), 0, (40, 101)
     # p on and next to the numbers' grid (k / 2**24), a float32 rounding case, the ends
     ps = [0.0, 0.1, 0.25, 0.5, 0.9, 1.0, 3 / 2**24, 3 / 2**24 + 1e-12, 0.1 + 2**-30, 1 - 2**-25]
+    u = ref.uniform(np, key, stream, 9, shape, dtype)
+    ps += [float(u.flat[7]), float(u.flat[1000])]                      # p hits a number drawn: kept
+    if dtype == np.float32:    # ...and one whose word's low 8 bits are 0 (a compare of words, w >= t << 8)
+        w = ref.words(np, key, stream, 9, u.size)
+        ps.append(float(u.flat[np.flatnonzero((w & 0xFF) == 0)[0]]))
     for p in ps:
-        u = ref.uniform(np, key, stream, 9, shape, dtype)
         want = u >= p
         for impl in (ref, fast):
             got = impl.keep_mask(np, key, stream, 9, shape, p, dtype)
@@ -142,24 +146,101 @@ def test_dispatch_picks_fast_on_numpy_in_fast_mode():
         __name__ = "cupy"
     with dispatch.use_mode("fast"):
         assert dispatch.philox(np).name == "philox_fast"
-        assert dispatch.philox(FakeCupy).name == "philox"
+        assert dispatch.philox(FakeCupy).name == "philox_cuda"
     with dispatch.use_mode("reference"):
-        assert dispatch.philox(np).name == "philox"
+        assert dispatch.philox(np).name == dispatch.philox(FakeCupy).name == "philox"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_same_numbers_on_the_device_as_on_numpy(xp, dtype):
-    """On a GPU (pytest --device gpu): CuPy makes the very numbers and masks NumPy makes."""
+    """On a GPU (pytest --device gpu): CuPy makes the very numbers and masks NumPy makes, by the
+    portable version and by the fused kernel (kernels/cuda/philox.py)."""
     if xp is np:
         pytest.skip("needs --device gpu: compares CuPy's Philox with NumPy's")
-    key, stream, base, shape = (0xDEADBEEF, 0x01234567), 9, 2**32 - 2, (33, 65)
+    from minicct.kernels.cuda import philox as cuda
+    key, stream, base = (0xDEADBEEF, 0x01234567), (9 << 32) | 77, 2**32 - 2
     np.testing.assert_array_equal(xp.asnumpy(ref.words(xp, key, stream, base, 999)),
                                   naive_words(key, stream, base, 999))
-    u = ref.uniform(xp, key, stream, base, shape, dtype)
-    assert u.dtype == dtype
-    np.testing.assert_array_equal(xp.asnumpy(u), fast.uniform(np, key, stream, base, shape, dtype))
-    np.testing.assert_array_equal(xp.asnumpy(ref.keep_mask(xp, key, stream, base, shape, 0.1, dtype)),
-                                  fast.keep_mask(np, key, stream, base, shape, 0.1, dtype))
-    # the counter base as a device scalar (what a captured graph will pass)
-    np.testing.assert_array_equal(xp.asnumpy(ref.uniform(xp, key, stream, xp.asarray(base, xp.uint64),
-                                                          shape, dtype)), xp.asnumpy(u))
+    for shape in [(1,), (5,), (33, 65)]:
+        want_u = fast.uniform(np, key, stream, base, shape, dtype)
+        want_k = fast.keep_mask(np, key, stream, base, shape, 0.1, dtype)
+        for impl in (ref, cuda):
+            u = impl.uniform(xp, key, stream, base, shape, dtype)
+            assert u.dtype == dtype and u.shape == shape
+            np.testing.assert_array_equal(xp.asnumpy(u), want_u, err_msg=impl.__name__)
+            np.testing.assert_array_equal(xp.asnumpy(impl.keep_mask(xp, key, stream, base, shape, 0.1, dtype)),
+                                          want_k, err_msg=impl.__name__)
+            # the counter base as a device scalar (what a captured graph will pass)
+            on_device = xp.asarray(base, xp.uint64)
+            np.testing.assert_array_equal(xp.asnumpy(impl.uniform(xp, key, stream, on_device, shape, dtype)),
+                                          want_u, err_msg=impl.__name__)
+    assert not cuda.keep_mask(xp, key, stream, 0, (99,), 1.0, dtype).any()
+
+
+def test_masks_from_one_seed_are_the_same_on_both_devices(xp):
+    """One seed, one mask: dropout, attention dropout and drop-path on CuPy as on NumPy."""
+    if xp is np:
+        pytest.skip("needs --device gpu: compares masks drawn on CuPy with masks drawn on NumPy")
+    import minicct
+    from minicct.kernels import dropout_forward, drop_path_forward, sdpa_forward
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((3, 2, 9, 4)).astype(np.float32) for _ in range(3))
+    out = []
+    for m in (np, xp):
+        minicct.manual_seed(5)
+        d = dropout_forward(m.ones((7, 11), np.float32), 0.3)[1]
+        p = drop_path_forward(m.ones((16, 3), np.float32), 0.5)[1]
+        a = sdpa_forward(*(m.asarray(t) for t in (q, k, v)), 0.2, True)[1].keep
+        out.append([minicct.backend.to_numpy(t) for t in (d, p, a)])
+    for x, y in zip(*out):
+        np.testing.assert_array_equal(x, y)
+
+
+_SHIM = """#include <stdbool.h>
+#define __device__
+#define __forceinline__ inline
+#define __global__
+struct dim3_ { unsigned int x; };
+static struct dim3_ blockIdx, blockDim = {1}, threadIdx = {0};
+"""
+_DRIVER = """
+extern "C" void run(int kind, u64 base, u32 k0, u32 k1, u64 stream, long long n, u64 t, void* out) {
+    long long threads = kind < 2 ? (n + 3) / 4 : (n + 1) / 2;
+    for (long long b = 0; b < threads; ++b) {       /* the grid, one GPU thread after the other */
+        blockIdx.x = (unsigned)b;
+        if (kind == 0) philox_f32(&base, k0, k1, stream, n, (float*)out);
+        if (kind == 1) philox_keep32(&base, k0, k1, stream, n, (u32)t, (bool*)out);
+        if (kind == 2) philox_f64(&base, k0, k1, stream, n, (double*)out);
+        if (kind == 3) philox_keep64(&base, k0, k1, stream, n, t, (bool*)out);
+    }
+}
+"""
+
+
+def test_the_cuda_source_run_on_the_cpu_makes_the_same_numbers(tmp_path):
+    """kernels/cuda/philox.py's CUDA C, compiled by the host's C++ compiler with the CUDA keywords
+    defined away and its grid run as a loop: the kernels' arithmetic checked without a GPU."""
+    import ctypes
+    import shutil
+    import subprocess
+    from minicct.kernels.cuda import philox as cuda
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no C++ compiler here to run the CUDA source on the CPU")
+    (tmp_path / "k.cpp").write_text(_SHIM + cuda.SOURCE + _DRIVER)
+    subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "k.so"), str(tmp_path / "k.cpp")],
+                   check=True)
+    lib = ctypes.CDLL(str(tmp_path / "k.so"))
+    lib.run.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_uint, ctypes.c_uint, ctypes.c_ulonglong,
+                        ctypes.c_longlong, ctypes.c_ulonglong, ctypes.c_void_p]
+    key, stream = (0xDEADBEEF, 0x01234567), (9 << 32) | 77
+    for base in (0, 2**32 - 2, 2**64 - 3):
+        for n in (1, 6, 1001):
+            for kind, dtype in enumerate((np.float32, np.float32, np.float64, np.float64)):
+                keep = kind in (1, 3)
+                u = ref.uniform(np, key, stream, base, (n,), dtype)
+                for p in (0.3, float(u[n // 2])):                  # the second: p is a number drawn
+                    out = np.zeros(n, bool if keep else dtype)
+                    lib.run(kind, base, key[0], key[1], stream, n, ref.keep_threshold(p, dtype), out.ctypes.data)
+                    want = u >= p if keep else u
+                    np.testing.assert_array_equal(out, want, err_msg=f"kind {kind}, base {base}, n {n}, p {p}")

@@ -102,7 +102,7 @@ from minicct.kernels.fast import (conv_im2col as _conv_im2col, winograd as _wino
                                   pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast,
                                   philox as _philox_fast)
 from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool as _pool_cuda,   # noqa: E402
-                                  adamw as _adamw_cuda)
+                                  adamw as _adamw_cuda, philox as _philox_cuda)
 
 _CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
 _CONV_IM2COL = Impl("conv2d_im2col_flat", _conv_im2col.conv2d_forward, _conv_im2col.conv2d_backward)
@@ -215,12 +215,15 @@ class RandomImpl(NamedTuple):
 
 _PHILOX = RandomImpl("philox", _philox.uniform, _philox.keep_mask)
 _PHILOX_FAST = RandomImpl("philox_fast", _philox_fast.uniform, _philox_fast.keep_mask)
+_PHILOX_CUDA = RandomImpl("philox_cuda", _philox_cuda.uniform, _philox_cuda.keep_mask)
 
 
 def philox(xp):
-    """The Philox draws for arrays of module xp (numpy or cupy): on NumPy in fast mode the
-    in-place chunked one, else the portable reference (one kernel per step on CuPy)."""
-    return _PHILOX_FAST if _mode == "fast" and xp.__name__ == "numpy" else _PHILOX
+    """The Philox draws for arrays of module xp (numpy or cupy): in fast mode the in-place chunked
+    one on NumPy, one fused kernel on CuPy; in reference mode the portable one."""
+    if _mode == "reference":
+        return _PHILOX
+    return _PHILOX_FAST if xp.__name__ == "numpy" else _PHILOX_CUDA
 
 
 def cross_entropy(logits):
