@@ -11,7 +11,7 @@ The generators, by role:
     dropout    dropout, attention-dropout and drop-path masks: a ``Philox`` stream, counter-based
                (Philox4x32-10, ``kernels/philox.py``). Its numbers are made where the mask is
                needed, on the CPU or on the GPU, and are the same numbers on both: for one seed a
-               mask is the same on NumPy and on CuPy, and its whole state is four integers.
+               mask is the same on NumPy and on CuPy, and its whole state is a few integers.
 
 A Philox stream is a key (2 x 32 bits, from the seed), a stream id (64 bits) and a counter (64
 bits, the next block): block j of the stream is philox4x32((j, id), key), four 32-bit words. A
