@@ -122,20 +122,23 @@ assert np.array_equal(layer_norm(X), np.concatenate([layer_norm(X[lo:hi]) for lo
 print("   layer norm per slice = layer norm of the batch; batch norm per slice is something else")
 
 # --------------------------------------------------------------------------------------------------
-print("\n4. Dropout masks, one generator per slice")
+print("\n4. Dropout masks, one stream per slice")
 # Slices drawing their dropout masks from one shared generator would take its numbers in the
-# order the threads happen to ask: another mask every run. Instead the caller, before starting
-# the threads, draws one seed per slice from the run's dropout stream, in order, and each slice
-# makes its own generator from its seed. The stream advances the same way every step, and every
-# step and every slice gets masks of its own. minicct.random does exactly this:
+# order the threads happen to ask: another mask every run. Instead each slice gets a stream of its
+# own before the threads start. minicct's dropout stream is counter-based (Philox4x32-10): block j
+# of a stream is a fixed function of (j, stream id, key), four random 32-bit words, so a stream is
+# just (key, id, next block). The caller hands the slices the run's key with stream ids not used
+# before (1, 2, 3, ... counted in the run's state), so they never share a block, and every step
+# and every slice gets masks of its own, whatever order the threads run in:
+from minicct.kernels import philox
 minicct.manual_seed(0)
-seeds = minicct.random.dropout_generator().integers(0, 2**63, size=3)   # in the calling thread, in order
-by_hand = [np.random.default_rng(s).random(5) for s in seeds]          # each slice: its own generator
+key = minicct.random.dropout_generator().key
+by_hand = [philox.uniform(np, key, i, 0, (5,), np.float64) for i in (1, 2, 3)]   # stream i, block 0 on
 minicct.manual_seed(0)
 theirs = [g.random(5) for g in minicct.random.dropout_generators(3)]
 assert all(np.array_equal(a, b) for a, b in zip(by_hand, theirs))
 assert not np.array_equal(by_hand[0], by_hand[1])
-print("   3 slices, 3 generators seeded in order from one stream: the same as minicct.random.dropout_generators(3)")
+print("   3 slices, 3 Philox streams (the run's key, ids 1..3): the same as minicct.random.dropout_generators(3)")
 
 # --------------------------------------------------------------------------------------------------
 print("\n5. minicct.parallel: the same for a CCT")

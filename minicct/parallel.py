@@ -26,10 +26,10 @@ need the whole batch in one thread: pass ``threads=1``.
 
 Reproducible. Gradients come back from ``autograd.grad`` (nothing is written into the shared
 parameters while threads run); each thread adds up its pieces in order, and the caller adds the
-threads' sums in order. Each piece draws its dropout and drop-path masks from a generator of its
-own, seeded from the dropout stream of ``minicct.random`` (``random.dropout_generators``), so a run
-gives the same numbers every time for the same threads and micro-batch (other settings draw other
-masks, as another batch size would).
+threads' sums in order. Each piece draws its dropout and drop-path masks from a Philox stream of
+its own, handed out in order by the dropout stream of ``minicct.random`` (``random.dropout_generators``:
+the run's key, a new stream id per piece), so a run gives the same numbers every time for the same
+threads and micro-batch (other settings draw other masks, as another batch size would).
 
 The kernels run in several threads at once: they must not keep scratch buffers between calls.
 On the GPU there is one stream of work anyway, and everything runs in the calling thread.
@@ -121,8 +121,8 @@ def forward_backward(model, loss_fn, x, y, threads=None, micro_batch=MICRO_BATCH
         return value
 
     params = [p for p in model.parameters() if p.requires_grad]
-    # A dropout generator per piece, seeded here in the calling thread and in order: the dropout
-    # stream advances the same way every step, whatever order the threads run in.
+    # A dropout stream per piece, handed out here in the calling thread and in order: the run's
+    # stream moves on the same way every step, whatever order the threads run in.
     gens = iter(random.dropout_generators(sum(map(len, plan))))
     plan = [[(lo, hi, next(gens)) for lo, hi in pieces] for pieces in plan]
 

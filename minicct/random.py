@@ -4,50 +4,149 @@
     state = minicct.random.get_state()      # plain data (dicts, lists, ints), for a checkpoint
     minicct.random.set_state(state)         # ...and every stream continues where it was
 
-The generators, by role (each a NumPy ``Generator``):
+The generators, by role:
 
-    init       weight initialisation (``nn.init``). Drawn on the host in float64 and copied to the
-               device, so a seed gives the same weights on NumPy and on CuPy.
-    dropout    dropout, attention-dropout and drop-path masks on the CPU (``kernels.dropout``).
-               On the GPU the masks are drawn there, by ``cupy.random``, which ``manual_seed``
-               seeds too (at the first draw: CuPy may not be imported yet).
+    init       weight initialisation (``nn.init``): a NumPy ``Generator``. Drawn on the host in
+               float64 and copied to the device, so a seed gives the same weights on NumPy and CuPy.
+    dropout    dropout, attention-dropout and drop-path masks: a ``Philox`` stream, counter-based
+               (Philox4x32-10, ``kernels/philox.py``). Its numbers are made where the mask is
+               needed, on the CPU or on the GPU, and are the same numbers on both: for one seed a
+               mask is the same on NumPy and on CuPy, and its whole state is a few integers.
+
+A Philox stream is a key (2 x 32 bits, from the seed), a stream id (64 bits) and a counter (64
+bits, the next block): block j of the stream is philox4x32((j, id), key), four 32-bit words. A
+draw of n numbers takes the next ceil(n / 4) blocks for float32 (one word a number), ceil(n / 2)
+for float64 (two words), and moves the counter past them. Nothing else changes, so the state to
+save is plain ints, and a GPU run resumed from a checkpoint draws the masks it would have drawn
+(as a CPU run always did). The counter base is an argument of the draw (``kernels/philox.py``):
+the seam where a captured GPU graph will keep it in device memory and advance it itself.
 
 The data pipeline has no generator here, on purpose: batch b of epoch e is drawn from a Generator
 made afresh from (seed, e, b) (``minicct.data.loader``), so the loader has no state to save and its
 worker processes need none handed to them.
 
 Seeding policy. ``manual_seed(seed)`` gives role r the stream of ``SeedSequence(seed,
-spawn_key=(r,))`` (init r=0, dropout 1, cupy 2): streams that do not overlap, however long a run
-draws. (The loader's keys, (epoch, 0) and (epoch, 1, batch), are longer, so they never coincide with
-these.) It also seeds NumPy's and Python's global generators with ``seed``, for code that uses
-them (minicct itself does not). Until ``manual_seed`` is called the roles stand as if seeded with 0
-(the globals are left alone).
+spawn_key=(r,))`` (init r=0, dropout 1; key 2 seeded CuPy's generator before the dropout masks
+moved to Philox and is no longer used): init is a PCG64 of that sequence, dropout a Philox keyed by
+its first two 32-bit words, stream id 0, counter 0. (The loader's keys, (epoch, 0) and (epoch, 1,
+batch), are longer, so they never coincide with these.) It also seeds NumPy's and Python's global
+generators with ``seed``, for code that uses them (minicct itself does not). Until
+``manual_seed`` is called the roles stand as if seeded with 0 (the globals are left alone).
 
-Threads. ``minicct.parallel`` runs pieces of a batch in several threads. Threads sharing one
-generator would take its numbers in whatever order they happen to run, and masks would change from
-run to run. So the calling thread draws one seed per piece from the dropout stream, in order
-(``dropout_generators(n)``), and each piece draws its masks from its own generator
-(``thread_dropout(generator)``, which ``dropout_generator()`` then returns in that thread alone).
-The dropout stream advances the same way every step, whatever the threads do.
+Pieces of a step. ``minicct.parallel`` runs pieces of a batch in several threads (or processes).
+Pieces sharing one stream would take its numbers in whatever order they happen to run, and masks
+would change from run to run. So the caller asks for one stream per piece, in order
+(``dropout_generators(n)``): the dropout stream's key with stream ids it has not handed out before
+(1, 2, 3, ...: the ids are counted in its state), each counter at 0. Streams with distinct ids
+never share a block, whatever they draw; they are plain objects, so they pickle to a worker
+process. Each piece draws its masks from its own (``thread_dropout(stream)``, which
+``dropout_generator()`` then returns in that thread alone). Only the run's stream (id 0) hands out
+ids, so a piece's stream cannot make more.
+
+``generator=``: a kernel given a NumPy ``Generator`` draws its numbers from it on the host (and
+copies them to the device), as it always did; given a ``Philox`` stream, from that stream.
 
 Checkpoints. ``get_state()`` holds the init and dropout streams and the two global generators, under
-the keys the trainer has always written ('init', 'dropout', 'numpy_global', 'python'), so older
-checkpoints load. On the CPU a resumed run is bit-identical to one never interrupted. CuPy's
-generator is not saved (its state lives on the GPU): a resumed GPU run draws other masks.
+the keys the trainer has always written ('init', 'dropout', 'numpy_global', 'python'). A run
+resumed from it, on the CPU or the GPU, is bit-identical to one never interrupted. A checkpoint
+written before the dropout stream was Philox holds a PCG64 state under 'dropout': it still loads,
+and the dropout stream is then keyed from that saved state (the same key every time it is loaded,
+counter 0): masks reproducible from the checkpoint, but not the ones the old generator would have
+drawn.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import random as _python_random
 import threading
 
 import numpy as np
 
-ROLES = {"init": 0, "dropout": 1, "cupy": 2}   # role -> its spawn key in the seeding policy
+from minicct.kernels import philox as _philox
 
-_generators: dict[str, np.random.Generator] = {}
-_cupy_seed = None                  # a seed not yet given to cupy.random (None: already given)
-_thread = threading.local()        # .dropout: this thread's own dropout generator (thread_dropout)
+ROLES = {"init": 0, "dropout": 1}   # role -> its spawn key in the seeding policy
+
+MASK64 = 2**64 - 1
+
+
+class Philox:
+    """A Philox4x32-10 stream: key (k0, k1) 32 bits each, stream id (64 bits), counter (64 bits:
+    the next block). Plain ints only: it pickles, and ``state`` is checkpoint data.
+
+        g = Philox((k0, k1)); g.random(5)      # five float64 in [0, 1), on the host
+        g.uniform(cupy, (N, L), np.float32)    # numbers on a GPU: the same as on NumPy
+    """
+
+    def __init__(self, key, stream=0, counter=0, spawned=0):
+        self.key = (int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF)
+        self.stream = int(stream) & MASK64
+        self.counter = int(counter) & MASK64
+        self.spawned = int(spawned)          # stream ids handed out so far (the run's stream only)
+
+    def __repr__(self):
+        return (f"Philox(key=({self.key[0]:#010x}, {self.key[1]:#010x}), stream={self.stream}, "
+                f"counter={self.counter})")
+
+    def take(self, blocks):
+        """Reserve the next ``blocks`` blocks: returns the first one's number, moves the counter on."""
+        base = self.counter
+        self.counter = (base + int(blocks)) & MASK64
+        return base
+
+    def uniform(self, xp, shape, dtype=np.float32):
+        """Numbers in [0, 1) of ``shape`` and dtype (float32: 24 random bits, float64: 53), made on
+        the device of xp: the same numbers on NumPy and CuPy."""
+        shape = tuple(shape)
+        base = self.take(_philox.blocks_for(math.prod(shape), dtype))
+        return _draws(xp).uniform(xp, self.key, self.stream, base, shape, dtype)
+
+    def keep_mask(self, xp, shape, p, dtype=np.float32):
+        """Booleans of ``shape``, True with probability 1 - p: exactly ``uniform(...) >= p`` (the
+        same blocks), compared as integers."""
+        shape = tuple(shape)
+        base = self.take(_philox.blocks_for(math.prod(shape), dtype))
+        return _draws(xp).keep_mask(xp, self.key, self.stream, base, shape, p, dtype)
+
+    def random(self, size=None, dtype=np.float64):
+        """As ``numpy.random.Generator.random``: on the host; size None gives one float."""
+        if size is None:
+            return float(self.uniform(np, (1,), dtype)[0])
+        return self.uniform(np, (size,) if isinstance(size, int) else size, dtype)
+
+    def spawn(self, n):
+        """n new streams: this key, the next n unused stream ids, counters at 0."""
+        if self.stream != 0:
+            raise RuntimeError(f"{self!r}: only the run's stream (id 0) hands out stream ids")
+        first = self.spawned + 1
+        self.spawned += int(n)
+        return [Philox(self.key, first + i) for i in range(int(n))]
+
+    @property
+    def state(self):
+        return {"bit_generator": "Philox4x32-10", "key": list(self.key), "stream": self.stream,
+                "counter": self.counter, "spawned": self.spawned}
+
+    @classmethod
+    def from_state(cls, state):
+        """The stream a ``state`` dict describes; a PCG64 state (a checkpoint written before the
+        dropout masks were Philox) gives the stream keyed from it (see the module's docstring)."""
+        if state.get("bit_generator") == "Philox4x32-10":
+            return cls(state["key"], state["stream"], state["counter"], state.get("spawned", 0))
+        inner = state["state"]
+        key = np.random.SeedSequence([int(inner["state"]), int(inner["inc"])]).generate_state(2, np.uint32)
+        return cls(key)
+
+
+def _draws(xp):
+    """The Philox implementation for xp, as ``kernels.dispatch`` picks it. (Imported here, not at
+    the top: dispatch imports every kernel, and the dropout kernels import this module.)"""
+    from minicct.kernels import dispatch
+    return dispatch.philox(xp)
+
+
+_generators: dict = {}             # role -> its generator (init: numpy Generator; dropout: Philox)
+_thread = threading.local()        # .dropout: this thread's own dropout stream (thread_dropout)
 
 
 def _role_sequence(seed: int, role: str) -> np.random.SeedSequence:
@@ -55,10 +154,8 @@ def _role_sequence(seed: int, role: str) -> np.random.SeedSequence:
 
 
 def _seed_roles(seed: int):
-    global _cupy_seed
     _generators["init"] = np.random.default_rng(_role_sequence(seed, "init"))
-    _generators["dropout"] = np.random.default_rng(_role_sequence(seed, "dropout"))
-    _cupy_seed = int(_role_sequence(seed, "cupy").generate_state(1, np.uint32)[0])
+    _generators["dropout"] = Philox(_role_sequence(seed, "dropout").generate_state(2, np.uint32))
 
 
 def manual_seed(seed: int) -> None:
@@ -77,23 +174,23 @@ def init_generator() -> np.random.Generator:
     return _generators["init"]
 
 
-def dropout_generator() -> np.random.Generator:
-    """The generator CPU masks are drawn from when no ``generator=`` is passed: this thread's own
-    inside ``thread_dropout``, else the dropout stream."""
+def dropout_generator():
+    """The stream masks are drawn from when no ``generator=`` is passed: this thread's own inside
+    ``thread_dropout``, else the run's dropout stream (a ``Philox``)."""
     return getattr(_thread, "dropout", None) or _generators["dropout"]
 
 
-def dropout_generators(n: int) -> list[np.random.Generator]:
-    """n generators of their own, for n pieces of one step run in threads: seeded by n numbers drawn
-    from ``dropout_generator()`` in the calling thread, in order (so the stream advances the same
-    way whatever order the threads then run in, and every step and every piece draws differently)."""
-    return [np.random.default_rng(s) for s in dropout_generator().integers(0, 2**63, size=n)]
+def dropout_generators(n: int) -> list:
+    """n streams of their own, for n pieces of one step (threads or processes): the dropout
+    stream's key with n stream ids not handed out before, in order (so every step and every piece
+    draws differently, and the same way whatever order the pieces then run in). Picklable."""
+    return dropout_generator().spawn(n)
 
 
 @contextlib.contextmanager
-def thread_dropout(generator: np.random.Generator):
+def thread_dropout(generator):
     """Within the block, masks drawn *in this thread* without a ``generator=`` come from this one
-    (other threads are not affected)."""
+    (a ``Philox`` stream, or a NumPy ``Generator``); other threads are not affected."""
     before = getattr(_thread, "dropout", None)
     _thread.dropout = generator
     try:
@@ -102,30 +199,32 @@ def thread_dropout(generator: np.random.Generator):
         _thread.dropout = before
 
 
-def device_random(xp):
-    """``xp.random`` for drawing on a GPU (xp = cupy), given the pending ``manual_seed`` first."""
-    global _cupy_seed
-    if _cupy_seed is not None:
-        xp.random.seed(_cupy_seed)
-        _cupy_seed = None
-    return xp.random
-
-
 def dropout_uniform(xp, shape, dtype, generator=None):
-    """Uniform [0, 1) numbers for a dropout or drop-path mask, on the device of xp: from
-    ``generator`` when one is given (on a GPU: drawn on the host, then copied, so reproducible),
-    else from this thread's dropout stream on the CPU or CuPy's generator on a GPU."""
-    if xp is np:
-        return (generator or dropout_generator()).random(shape, dtype=dtype)
-    if generator is not None:
-        return xp.asarray(generator.random(shape, dtype=dtype))
-    return device_random(xp).random_sample(shape, dtype=dtype)
+    """Uniform [0, 1) numbers for a mask, on the device of xp: from ``generator`` when one is
+    given, else from this thread's dropout stream. A NumPy ``Generator`` draws on the host (then
+    copied to the device); a ``Philox`` stream makes them on the device, the same on both."""
+    g = generator if generator is not None else dropout_generator()
+    if isinstance(g, np.random.Generator):
+        u = g.random(shape, dtype=dtype)
+        return u if xp is np else xp.asarray(u)
+    return g.uniform(xp, shape, dtype)
+
+
+def dropout_keep(xp, shape, p, dtype, generator=None):
+    """Booleans of ``shape`` on the device of xp, True (keep) with probability 1 - p: exactly
+    ``dropout_uniform(xp, shape, dtype, generator) >= p``, from the same numbers; a ``Philox``
+    stream compares integers and makes no float array."""
+    g = generator if generator is not None else dropout_generator()
+    if isinstance(g, np.random.Generator):
+        return dropout_uniform(xp, shape, dtype, g) >= p
+    return g.keep_mask(xp, shape, p, dtype)
 
 
 def get_state() -> dict:
-    """Every saved stream as plain data: {'init', 'dropout': PCG64 states, 'numpy_global': NumPy's
-    global state, 'python': Python's ({'version', 'internal', 'gauss'})}."""
-    state = {role: g.bit_generator.state for role, g in _generators.items()}
+    """Every saved stream as plain data: {'init': a PCG64 state, 'dropout': the Philox state
+    ({'bit_generator', 'key', 'stream', 'counter', 'spawned'}), 'numpy_global': NumPy's global
+    state, 'python': Python's ({'version', 'internal', 'gauss'})}."""
+    state = {"init": _generators["init"].bit_generator.state, "dropout": _generators["dropout"].state}
     state["numpy_global"] = np.random.get_state(legacy=False)
     version, internal, gauss = _python_random.getstate()
     state["python"] = {"version": version, "internal": list(internal), "gauss": gauss}
@@ -135,9 +234,10 @@ def get_state() -> dict:
 def set_state(state: dict) -> None:
     """Put every stream back where ``get_state()`` found it (keys missing from ``state`` are left
     as they are)."""
-    for role, g in _generators.items():
-        if role in state:
-            g.bit_generator.state = state[role]
+    if "init" in state:
+        _generators["init"].bit_generator.state = state["init"]
+    if "dropout" in state:
+        _generators["dropout"] = Philox.from_state(state["dropout"])
     if "numpy_global" in state:
         np.random.set_state(state["numpy_global"])
     if "python" in state:

@@ -190,6 +190,26 @@ def test_fast_blocks_change_no_bit_in_float32(rng, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_blocks_draw_the_reference_masks_from_the_philox_stream(dtype, rng):
+    """Without a generator= the masks come from the Philox dropout stream, which draws whole blocks
+    of 4 numbers: 3 * 7 * 7 = 147 scores an image, and blocks of 2 images still give the masks of
+    one whole draw (the reference's), and move the stream as far."""
+    from minicct import random as mr
+    q, k, v = (rng.standard_normal((5, 3, 7, 4)).astype(dtype) for _ in range(3))
+    runs = []
+    for f in (sdpa_forward, lambda *a: fast_attention.sdpa_forward(*a, block=2 * 3 * 7 * 7),
+              lambda *a: fast_attention.sdpa_forward(*a, block=None)):
+        mr.manual_seed(4)
+        y, cache = f(q, k, v, 0.4, True)
+        keep = cache.keep if hasattr(cache, "keep") else np.concatenate([c.keep for _, c in cache.blocks])
+        runs.append((keep, mr.dropout_generator().counter))
+    assert len(cache.blocks) == 1
+    for keep, counter in runs[1:]:
+        np.testing.assert_array_equal(keep, runs[0][0])
+        assert counter == runs[0][1] > 0
+
+
 def test_fast_float32_close_to_reference(rng):
     q, k, v = (rng.standard_normal((3, 2, 33, 16)).astype(np.float32) for _ in range(3))
     gy = rng.standard_normal((3, 2, 33, 16)).astype(np.float32)

@@ -16,7 +16,7 @@ def test_cuda_package_imports_without_cupy():
     and none of them may import CuPy before a CuPy array reaches it."""
     code = ("import sys; import minicct.functional, minicct.optim, minicct.kernels.dispatch; "
             "import minicct.kernels.cuda.gelu, minicct.kernels.cuda.pool, minicct.kernels.cuda.norm, "
-            "minicct.kernels.cuda.adamw; assert 'cupy' not in sys.modules, 'cupy imported'")
+            "minicct.kernels.cuda.adamw, minicct.kernels.cuda.philox; assert 'cupy' not in sys.modules, 'cupy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,14 +1,16 @@
 """minicct.random: one seed fixes every stream, the state round-trips through a checkpoint and the
 streams continue, the roles and the threads of a parallel step draw different numbers."""
 import random as python_random
+import pickle
 import threading
 
 import numpy as np
+import pytest
 
 import minicct
 from minicct import nn
 from minicct import random as mr
-from minicct.kernels import dropout_forward
+from minicct.kernels import dropout_forward, drop_path_forward, philox
 from minicct.training.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -67,11 +69,26 @@ def test_state_keys_are_those_old_checkpoints_hold():
     # the trainer wrote these keys before minicct.random existed; set_state reads each of them
     assert set(mr.get_state()) == {"init", "dropout", "numpy_global", "python"}
     mr.manual_seed(1)
-    old = {"dropout": mr.dropout_generator().bit_generator.state}
+    old = {"dropout": mr.get_state()["dropout"]}
     want = mr.dropout_generator().random(3)
     mr.manual_seed(2)
     mr.set_state(old)
     np.testing.assert_array_equal(mr.dropout_generator().random(3), want)
+
+
+def test_a_checkpoint_from_before_philox_still_loads_and_resumes_the_same_way():
+    # such a checkpoint holds a PCG64 state under 'dropout': the stream is keyed from it
+    pcg = np.random.default_rng(np.random.SeedSequence(3, spawn_key=(1,))).bit_generator.state
+    masks = []
+    for seed in (5, 6):
+        mr.manual_seed(seed)
+        mr.set_state({"dropout": pcg})
+        masks.append(dropout_forward(np.ones((30, 30), np.float32), 0.5)[0])
+    np.testing.assert_array_equal(masks[0], masks[1])
+    other = dict(pcg, state=dict(pcg["state"], state=pcg["state"]["state"] + 1))
+    mr.set_state({"dropout": other})
+    assert not np.array_equal(dropout_forward(np.ones((30, 30), np.float32), 0.5)[0], masks[0])
+    assert mr.get_state()["dropout"]["bit_generator"] == "Philox4x32-10"
 
 
 def test_dropout_generators_are_distinct_reproducible_and_new_each_step():
@@ -114,26 +131,54 @@ def test_thread_dropout_gives_each_thread_its_stream():
         np.testing.assert_array_equal(x, y)
 
 
-class _FakeCupy:
-    """Records what device_random asks of cupy.random."""
-    def __init__(self):
-        self.random = self
-        self.seeds = []
+def test_the_dropout_stream_is_philox_keyed_by_the_seed_and_advances_by_the_blocks_drawn():
+    mr.manual_seed(9)
+    key = tuple(int(k) for k in np.random.SeedSequence(9, spawn_key=(1,)).generate_state(2, np.uint32))
+    g = mr.dropout_generator()
+    assert (g.key, g.stream, g.counter) == (key, 0, 0)
+    a = dropout_forward(np.ones((5, 7), np.float32), 0.3)[0] != 0        # 35 numbers: 9 blocks
+    assert g.counter == 9
+    b = dropout_forward(np.ones((5, 7), np.float64), 0.3)[0] != 0        # 70 words: 18 blocks
+    assert g.counter == 27
+    u32 = philox.uniform(np, key, 0, 0, (5, 7), np.float32)             # by hand, block 0 on
+    u64 = philox.uniform(np, key, 0, 9, (5, 7), np.float64)             # ...then block 9 on
+    np.testing.assert_array_equal(a, u32 >= 0.3)
+    np.testing.assert_array_equal(b, u64 >= 0.3)
+    assert not np.array_equal(a, b)
 
-    def seed(self, s):
-        self.seeds.append(s)
+
+def test_masks_reproducible_from_the_state():
+    mr.manual_seed(2)
+    dropout_forward(np.ones(13, np.float32), 0.5)                       # somewhere in the stream
+    state = mr.get_state()
+    want = [dropout_forward(np.ones((6, 6), np.float32), 0.5)[0], drop_path_forward(np.ones((8, 3)), 0.5)[0]]
+    mr.manual_seed(3)
+    mr.set_state(state)
+    got = [dropout_forward(np.ones((6, 6), np.float32), 0.5)[0], drop_path_forward(np.ones((8, 3)), 0.5)[0]]
+    for x, y in zip(want, got):
+        np.testing.assert_array_equal(x, y)
 
 
-def test_cupy_seeded_once_per_manual_seed_from_the_seed():
-    xp = _FakeCupy()
-    mr.manual_seed(6)
-    assert mr.device_random(xp) is xp.random
-    mr.device_random(xp)                           # seeded once, then cupy's stream runs on
-    mr.manual_seed(6)
-    mr.device_random(xp)
-    mr.manual_seed(7)
-    mr.device_random(xp)
-    assert len(xp.seeds) == 3 and xp.seeds[0] == xp.seeds[1] != xp.seeds[2]
+def test_piece_streams_are_distinct_ids_of_one_key_independent_and_picklable():
+    mr.manual_seed(8)
+    root = mr.dropout_generator()
+    first, second = mr.dropout_generators(3), mr.dropout_generators(2)
+    ids = [g.stream for g in first + second]
+    assert ids == [1, 2, 3, 4, 5] and all(g.key == root.key and g.counter == 0 for g in first + second)
+    assert root.counter == 0                                              # handing out ids draws nothing
+    # independent: a piece's numbers do not depend on what the others (or the run's stream) drew
+    mr.manual_seed(8)
+    a = mr.dropout_generators(3)
+    a[0].random(100)
+    mr.dropout_generator().random(100)
+    np.testing.assert_array_equal(a[1].random(6), mr.Philox(root.key, 2).random(6))
+    # picklable, and the copy continues exactly where the stream was
+    g = first[2]
+    g.random(5)
+    h = pickle.loads(pickle.dumps(g))
+    np.testing.assert_array_equal(h.random(7), g.random(7))
+    with pytest.raises(RuntimeError, match="only the run's stream"):
+        g.spawn(2)
 
 
 # ---- dropout masks in the parallel step ------------------------------------------------------------

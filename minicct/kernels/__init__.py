@@ -16,10 +16,11 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     loss.py        cross_entropy (class indices or soft targets, label smoothing)
     linear.py      linear (PyTorch's (out, in) weight layout)
     adamw.py       the AdamW update (in place; optim.AdamW calls it)
+    philox.py      Philox4x32-10, the counter-based generator dropout masks come from (portable xp)
 
 Those are the references, the versions the lessons build. Fast versions sit beside them with the
 same signatures, tested against them: ``fast/`` (NumPy: conv2d by flat-buffer im2col and by
-Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention) and ``cuda/`` (CuPy
+Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention, Philox) and ``cuda/`` (CuPy
 kernels: gelu, max_pool2d, layer_norm, the AdamW update). ``dispatch.py`` alone picks one per call,
 by device and ``MINICCT_KERNELS=reference|fast``.
 """

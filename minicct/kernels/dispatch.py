@@ -97,11 +97,12 @@ def fast_gpu(x):
 # selectors' module level below, so a selector is only a few comparisons.
 from minicct.kernels import (conv as _conv, pool as _pool, norm as _norm, activation as _act,   # noqa: E402
                              attention as _attn, dropout as _drop, loss as _loss, linear as _lin,
-                             adamw as _adamw)
+                             adamw as _adamw, philox as _philox)
 from minicct.kernels.fast import (conv_im2col as _conv_im2col, winograd as _winograd,   # noqa: E402
-                                  pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast)
+                                  pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast,
+                                  philox as _philox_fast)
 from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool as _pool_cuda,   # noqa: E402
-                                  adamw as _adamw_cuda)
+                                  adamw as _adamw_cuda, philox as _philox_cuda)
 
 _CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
 _CONV_IM2COL = Impl("conv2d_im2col_flat", _conv_im2col.conv2d_forward, _conv_im2col.conv2d_backward)
@@ -202,6 +203,27 @@ def dropout(x):
 
 def drop_path(x):
     return _DROP_PATH
+
+
+class RandomImpl(NamedTuple):
+    """One implementation of the Philox draws (not a forward/backward pair): both take
+    (xp, key, stream, base, shape, ...) and make the same numbers (``kernels/philox.py``)."""
+    name: str
+    uniform: Callable       # (xp, key, stream, base, shape, dtype) -> numbers in [0, 1)
+    keep_mask: Callable     # (xp, key, stream, base, shape, p, dtype) -> booleans, P(True) = 1 - p
+
+
+_PHILOX = RandomImpl("philox", _philox.uniform, _philox.keep_mask)
+_PHILOX_FAST = RandomImpl("philox_fast", _philox_fast.uniform, _philox_fast.keep_mask)
+_PHILOX_CUDA = RandomImpl("philox_cuda", _philox_cuda.uniform, _philox_cuda.keep_mask)
+
+
+def philox(xp):
+    """The Philox draws for arrays of module xp (numpy or cupy): in fast mode the in-place chunked
+    one on NumPy, one fused kernel on CuPy; in reference mode the portable one."""
+    if _mode == "reference":
+        return _PHILOX
+    return _PHILOX_FAST if xp.__name__ == "numpy" else _PHILOX_CUDA
 
 
 def cross_entropy(logits):

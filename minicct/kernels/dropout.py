@@ -1,9 +1,10 @@
 """Dropout (inverted: survivors are scaled by 1/(1-p) while training, identity at eval time) and
 drop_path (stochastic depth: a whole sample's residual branch is dropped, survivors scaled 1/keep).
 
-Randomness: pass a NumPy ``Generator`` to make one call reproducible; without one the masks come
-from ``minicct.random`` (its dropout stream on the CPU, ``cupy.random`` on the GPU, both seeded by
-``minicct.manual_seed``), so on CuPy nothing crosses the bus.
+Randomness: without a ``generator`` the masks come from ``minicct.random``'s dropout stream (a
+Philox stream seeded by ``minicct.manual_seed``): its numbers are made on the device of x, and are
+the same on NumPy and CuPy, so one seed gives one mask on either (and nothing crosses the bus).
+Pass a NumPy ``Generator`` to make one call reproducible on its own (drawn on the host, copied).
 """
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ def _check_p(p, name):
 def keep_mask(x, p, generator=None):
     """Boolean (shape of x): True with probability 1 - p, drawn as dropout draws (for kernels
     that fold the 1 / (1 - p) scaling in elsewhere, e.g. attention's softmax)."""
+    return keep_mask_of(get_array_module(x), x.shape, x.dtype, p, generator)
+
+
+def keep_mask_of(xp, shape, dtype, p, generator=None):
+    """keep_mask for an array of that module, shape and dtype, before the array exists."""
     _check_p(p, "dropout")
-    xp = get_array_module(x)
-    return random.dropout_uniform(xp, x.shape, _draw_dtype(x), generator) >= p
+    return random.dropout_keep(xp, shape, p, np.float64 if dtype == np.float64 else np.float32, generator)
 
 
 def dropout_forward(x, p=0.5, training=True, generator=None):
@@ -39,8 +44,7 @@ def dropout_forward(x, p=0.5, training=True, generator=None):
     if p == 1.0:
         m = xp.zeros_like(x)
     else:
-        m = random.dropout_uniform(xp, x.shape, _draw_dtype(x), generator) >= p    # keep with probability 1 - p
-        m = m.astype(x.dtype)
+        m = random.dropout_keep(xp, x.shape, p, _draw_dtype(x), generator).astype(x.dtype)
         m *= 1.0 / (1.0 - p)
     return x * m, m
 
@@ -58,7 +62,9 @@ def drop_path_forward(x, p=0.0, training=True, generator=None):
     xp = get_array_module(x)
     keep = 1.0 - p
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    m = (random.dropout_uniform(xp, shape, _draw_dtype(x), generator) < keep).astype(x.dtype)
+    dtype = _draw_dtype(x)
+    # keep as a scalar of the numbers' dtype: the comparison is then the same on NumPy and CuPy
+    m = (random.dropout_uniform(xp, shape, dtype, generator) < np.dtype(dtype).type(keep)).astype(x.dtype)
     if keep > 0:
         m /= keep
     return x * m, m

@@ -18,4 +18,6 @@ They are never imported by the references; ``kernels/dispatch.py`` alone picks t
     attention.py     scaled dot-product attention: the score scale and dropout's 1 / (1 - p)
                      folded off the (L, S) arrays, in-place passes, images in cache-sized blocks
                      (one block on CuPy).
+    philox.py        Philox4x32-10 words in place, in cache-sized chunks, with the keep mask
+                     compared as integers (the same numbers as kernels/philox.py).
 """

@@ -11,8 +11,10 @@ and without dropout, forward and backward). The math is the reference's; what di
     constant factors carried through. Every step is in place.
   * The images go through in blocks of about ``BLOCK`` score values (``block``), so that the
     dozen passes over a block's scores read and write the cache rather than main memory (CCT-7:
-    1 MB of scores per image and layer). Blocks draw the dropout masks in the same order as one
-    whole draw, so the masks do not depend on the blocking. ``block=None``: one block (what
+    1 MB of scores per image and layer). The dropout mask is drawn whole, before the blocks (a
+    byte a score, kept for backward anyway), so it does not depend on the blocking: a Philox
+    draw takes whole blocks of four numbers, and blocks of an odd number of scores would each
+    leave some unused. ``block=None``: one block (what
     ``dispatch`` asks for on a GPU, where one kernel per pass is best).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import NamedTuple
 
 from minicct.backend import get_array_module
 from minicct.kernels.attention import check_key_mask, check_sdpa_shapes, mask_scores
-from minicct.kernels.dropout import keep_mask
+from minicct.kernels.dropout import keep_mask_of
 
 BLOCK = 1 << 18   # score values per block: ~1 MB of float32, a block's passes stay in cache
 
@@ -63,14 +65,17 @@ def sdpa_forward(q, k, v, dropout_p=0.0, training=True, generator=None, key_mask
         key_mask = check_key_mask(key_mask, q, k)
     blocks = _blocks(q, k.shape[-2], block)
     shapes = (q.shape, k.shape, v.shape)
-    if len(blocks) == 1:
-        out, c = _attend(q, k, v, dropout_p, training, generator, key_mask)
-        return out, BlockedSdpaCache([(slice(None), c)], *shapes)
     xp = get_array_module(q)
+    keep = None
+    if training and dropout_p > 0.0:          # the whole mask at once (see the docstring)
+        keep = keep_mask_of(xp, q.shape[:-1] + k.shape[-2:-1], xp.result_type(q, k), dropout_p, generator)
+    if len(blocks) == 1:
+        out, c = _attend(q, k, v, dropout_p, keep, key_mask)
+        return out, BlockedSdpaCache([(slice(None), c)], *shapes)
     out = xp.empty(q.shape[:-1] + v.shape[-1:], dtype=xp.result_type(q, v))
     caches = []
     for b in blocks:
-        out[b], c = _attend(q[b], k[b], v[b], dropout_p, training, generator,
+        out[b], c = _attend(q[b], k[b], v[b], dropout_p, None if keep is None else keep[b],
                             None if key_mask is None else key_mask[b])
         caches.append((b, c))
     return out, BlockedSdpaCache(caches, *shapes)
@@ -87,8 +92,9 @@ def sdpa_backward(gy, cache):
     return gq, gk, gv
 
 
-def _attend(q, k, v, dropout_p, training, generator, key_mask=None):
-    """The forward math on one block: out, and the BlockCache for _attend_backward."""
+def _attend(q, k, v, dropout_p, keep, key_mask=None):
+    """The forward math on one block: out, and the BlockCache for _attend_backward.
+    keep: the block's dropout mask (bool, the shape of its scores), or None: no dropout."""
     xp = get_array_module(q)
     scale = q.shape[-1] ** -0.5
     qs = q * scale
@@ -98,9 +104,7 @@ def _attend(q, k, v, dropout_p, training, generator, key_mask=None):
     P -= P.max(axis=-1, keepdims=True)      # stable softmax, in place
     xp.exp(P, out=P)
     norm = xp.reciprocal(P.sum(axis=-1, keepdims=True))
-    keep = None
-    if training and dropout_p > 0.0:
-        keep = keep_mask(P, dropout_p, generator)
+    if keep is not None:
         norm *= 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0   # p = 1: A = 0, no gradient
     P *= norm                               # P' (= P without dropout)
     A = P if keep is None else P * keep
