@@ -11,9 +11,10 @@ returns one gradient per positional argument (None where there is none). The mat
 """
 from __future__ import annotations
 
-from minicct.autograd import Function
+from minicct.autograd import Function, Tensor
 from minicct.backend import get_array_module
 from minicct.kernels import dispatch
+from minicct.kernels.dropout import check_p
 
 __all__ = ["conv2d", "max_pool2d", "layer_norm", "softmax", "log_softmax", "gelu", "relu", "linear",
            "dropout", "drop_path", "scaled_dot_product_attention", "multi_head_attention",
@@ -162,6 +163,12 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
 
 
+def _is_identity(x, p, training, name):
+    """True when dropout / drop_path would hand x back unchanged and x is already a Tensor."""
+    check_p(p, name)
+    return isinstance(x, Tensor) and (not training or p == 0.0)
+
+
 class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True, generator=None):
@@ -176,7 +183,11 @@ class Dropout(Function):
 
 def dropout(x, p=0.5, training=True, generator=None):
     """Zero each element with probability p and scale the rest by 1/(1-p); identity when not
-    training. generator: optional numpy Generator (else ``minicct.random``'s dropout stream)."""
+    training. generator: optional numpy Generator (else ``minicct.random``'s dropout stream).
+    When nothing can be dropped (eval mode, or p = 0 as in CCT's MLP) a Tensor comes back as it
+    is: no Function, no graph node, nothing for backward to walk."""
+    if _is_identity(x, p, training, "dropout"):
+        return x
     return Dropout.apply(x, p=p, training=training, generator=generator)
 
 
@@ -194,7 +205,10 @@ class DropPath(Function):
 
 def drop_path(x, p=0.0, training=False, generator=None):
     """Stochastic depth: x: (N, ...); each sample zeroed with probability p, survivors scaled by
-    1/(1-p). Defaults as the official CCT's drop_path (p=0, training=False)."""
+    1/(1-p). Defaults as the official CCT's drop_path (p=0, training=False). The identity (eval
+    mode or p = 0) returns a Tensor x itself, as ``dropout`` does."""
+    if _is_identity(x, p, training, "drop_path"):
+        return x
     return DropPath.apply(x, p=p, training=training, generator=generator)
 
 

@@ -17,7 +17,8 @@ def _draw_dtype(x):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def _check_p(p, name):
+def check_p(p, name):
+    """ValueError unless 0 <= p <= 1 (name: the op, for the message)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name}: probability p must be in [0, 1], got {p}")
 
@@ -25,14 +26,14 @@ def _check_p(p, name):
 def keep_mask(x, p, generator=None):
     """Boolean (shape of x): True with probability 1 - p, drawn as dropout draws (for kernels
     that fold the 1 / (1 - p) scaling in elsewhere, e.g. attention's softmax)."""
-    _check_p(p, "dropout")
+    check_p(p, "dropout")
     xp = get_array_module(x)
     return random.dropout_uniform(xp, x.shape, _draw_dtype(x), generator) >= p
 
 
 def dropout_forward(x, p=0.5, training=True, generator=None):
     """x: any shape -> y: shape of x, cache (the scaled mask, or None when nothing is dropped)."""
-    _check_p(p, "dropout")
+    check_p(p, "dropout")
     if not training or p == 0.0:
         return x, None
     xp = get_array_module(x)
@@ -52,7 +53,7 @@ def dropout_backward(gy, m):
 
 def drop_path_forward(x, p=0.0, training=True, generator=None):
     """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
-    _check_p(p, "drop_path")
+    check_p(p, "drop_path")
     if not training or p == 0.0:
         return x, None
     xp = get_array_module(x)
