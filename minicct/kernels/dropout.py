@@ -51,18 +51,25 @@ def dropout_backward(gy, m):
     return gy if m is None else gy * m
 
 
-def drop_path_forward(x, p=0.0, training=True, generator=None):
-    """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
+def drop_path_mask(x, p=0.0, training=True, generator=None):
+    """x: (N, ...) -> the scaled per-sample mask (N, 1, ..., 1): 0 or 1/(1-p); None when nothing is
+    dropped (eval mode or p = 0). One draw per sample from the dropout stream (or ``generator``)."""
     check_p(p, "drop_path")
     if not training or p == 0.0:
-        return x, None
+        return None
     xp = get_array_module(x)
     keep = 1.0 - p
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     m = (random.dropout_uniform(xp, shape, _draw_dtype(x), generator) < keep).astype(x.dtype)
     if keep > 0:
         m /= keep
-    return x * m, m
+    return m
+
+
+def drop_path_forward(x, p=0.0, training=True, generator=None):
+    """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
+    m = drop_path_mask(x, p, training, generator)
+    return (x, None) if m is None else (x * m, m)
 
 
 drop_path_backward = dropout_backward
