@@ -26,6 +26,9 @@ class TransformerEncoderLayer(nn.Module):
     normalised stream. So each layer's output is (normalised stream) + MLP, and the final LayerNorm
     of the classifier sees that. The released CCT weights were trained this way, so the order is
     kept exactly; a "cleaned-up" pre-norm layer would not reproduce them.
+
+    Each residual ``x + drop_path(...)`` runs as one Function (``F.add_drop_path``), and so does
+    ``gelu(linear1(x))`` (``F.linear_gelu``): fewer graph nodes, the same values.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, attention_dropout=0.1,
