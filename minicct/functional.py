@@ -11,13 +11,14 @@ returns one gradient per positional argument (None where there is none). The mat
 """
 from __future__ import annotations
 
-from minicct.autograd import Function
+from minicct.autograd import Function, Tensor
 from minicct.backend import get_array_module
 from minicct.kernels import dispatch
+from minicct.kernels.dropout import check_p
 
 __all__ = ["conv2d", "max_pool2d", "layer_norm", "softmax", "log_softmax", "gelu", "relu", "linear",
            "dropout", "drop_path", "scaled_dot_product_attention", "multi_head_attention",
-           "cross_entropy"]
+           "cross_entropy", "linear_gelu", "add_drop_path"]
 
 
 class Conv2d(Function):
@@ -162,6 +163,31 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight, bias)
 
 
+def _is_identity(x, p, training, name):
+    """True when dropout / drop_path would hand x back unchanged and x is already a Tensor."""
+    check_p(p, name)
+    return isinstance(x, Tensor) and (not training or p == 0.0)
+
+
+class LinearGelu(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, approximate="none"):
+        ctx.impl = dispatch.linear_gelu(x)
+        y, ctx.cache = ctx.impl.forward(x, w, b, approximate)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        need_gx, need_gw, _ = ctx.needs_input_grad
+        return ctx.impl.backward(gy, ctx.cache, need_gx=need_gx, need_gw=need_gw)
+
+
+def linear_gelu(x, weight, bias=None, approximate="none"):
+    """gelu(linear(x, weight, bias)) as one Function (the transformer MLP's first layer).
+    x: (..., IN), weight: (OUT, IN), bias: (OUT,) -> (..., OUT)."""
+    return LinearGelu.apply(x, weight, bias, approximate=approximate)
+
+
 class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p=0.5, training=True, generator=None):
@@ -176,7 +202,11 @@ class Dropout(Function):
 
 def dropout(x, p=0.5, training=True, generator=None):
     """Zero each element with probability p and scale the rest by 1/(1-p); identity when not
-    training. generator: optional numpy Generator (else ``minicct.random``'s dropout stream)."""
+    training. generator: optional numpy Generator (else ``minicct.random``'s dropout stream).
+    When nothing can be dropped (eval mode, or p = 0 as in CCT's MLP) a Tensor comes back as it
+    is: no Function, no graph node, nothing for backward to walk."""
+    if _is_identity(x, p, training, "dropout"):
+        return x
     return Dropout.apply(x, p=p, training=training, generator=generator)
 
 
@@ -194,8 +224,29 @@ class DropPath(Function):
 
 def drop_path(x, p=0.0, training=False, generator=None):
     """Stochastic depth: x: (N, ...); each sample zeroed with probability p, survivors scaled by
-    1/(1-p). Defaults as the official CCT's drop_path (p=0, training=False)."""
+    1/(1-p). Defaults as the official CCT's drop_path (p=0, training=False). The identity (eval
+    mode or p = 0) returns a Tensor x itself, as ``dropout`` does."""
+    if _is_identity(x, p, training, "drop_path"):
+        return x
     return DropPath.apply(x, p=p, training=training, generator=generator)
+
+
+class AddDropPath(Function):
+    @staticmethod
+    def forward(ctx, x, branch, p=0.0, training=False, generator=None):
+        ctx.impl = dispatch.add_drop_path(x)
+        y, ctx.mask = ctx.impl.forward(x, branch, p, training, generator)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        return ctx.impl.backward(gy, ctx.mask)
+
+
+def add_drop_path(x, branch, p=0.0, training=False, generator=None):
+    """The residual connection with stochastic depth, x + drop_path(branch, p, training), as one
+    Function. x, branch: (N, ...), the same shape -> (N, ...); the mask is drawn as drop_path's."""
+    return AddDropPath.apply(x, branch, p=p, training=training, generator=generator)
 
 
 class ScaledDotProductAttention(Function):

@@ -80,3 +80,25 @@ def test_bad_probability_raises_value_error(p):
         F.dropout(Tensor(np.zeros(3)), p)
     with pytest.raises(ValueError, match="p must be in"):
         F.drop_path(Tensor(np.zeros(3)), p, True)
+
+
+@pytest.mark.parametrize("fn", [F.dropout, F.drop_path])
+@pytest.mark.parametrize("p,training", [(0.0, True), (0.5, False), (0.0, False)])
+def test_identity_is_no_function_at_all(fn, p, training, rng):
+    """Eval mode and p = 0 hand the tensor itself back: no graph node, nothing to walk backward."""
+    x = Tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    assert fn(x, p, training) is x
+
+
+@pytest.mark.parametrize("fn", [F.dropout, F.drop_path])
+def test_training_with_p_above_zero_is_a_function(fn, rng):
+    x = Tensor(rng.standard_normal((8, 4)), requires_grad=True)
+    y = fn(x, 0.5, True, np.random.default_rng(0))
+    assert y is not x and y._ctx is not None
+    assert (y.numpy() == 0).any()
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_bad_probability_raises_even_in_eval_mode(p):
+    with pytest.raises(ValueError, match="p must be in"):
+        F.dropout(Tensor(np.zeros(3)), p, False)

@@ -17,12 +17,14 @@ picks the module). ``minicct.functional`` wraps each pair as an autograd Functio
     linear.py      linear (PyTorch's (out, in) weight layout)
     adamw.py       the AdamW update (in place; optim.AdamW calls it)
     philox.py      Philox4x32-10, the counter-based generator dropout masks come from (portable xp)
+    fused.py       pairs that always run together, as their compositions: add_drop_path
+                   (x + drop_path(branch)), linear_gelu (gelu(linear(x))): one Function each
 
 Those are the references, the versions the lessons build. Fast versions sit beside them with the
 same signatures, tested against them: ``fast/`` (NumPy: conv2d by flat-buffer im2col and by
-Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention, Philox) and ``cuda/`` (CuPy
-kernels: gelu, max_pool2d, layer_norm, the AdamW update). ``dispatch.py`` alone picks one per call,
-by device and ``MINICCT_KERNELS=reference|fast``.
+Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention, Philox, the fused
+pairs) and ``cuda/`` (CuPy kernels: gelu, max_pool2d, layer_norm, the AdamW update, Philox).
+``dispatch.py`` alone picks one per call, by device and ``MINICCT_KERNELS=reference|fast``.
 """
 from minicct.kernels.conv import conv2d_forward, conv2d_backward, conv_output_size
 from minicct.kernels.pool import max_pool2d_forward, max_pool2d_backward

@@ -97,10 +97,10 @@ def fast_gpu(x):
 # selectors' module level below, so a selector is only a few comparisons.
 from minicct.kernels import (conv as _conv, pool as _pool, norm as _norm, activation as _act,   # noqa: E402
                              attention as _attn, dropout as _drop, loss as _loss, linear as _lin,
-                             adamw as _adamw, philox as _philox)
+                             adamw as _adamw, philox as _philox, fused as _fused)
 from minicct.kernels.fast import (conv_im2col as _conv_im2col, winograd as _winograd,   # noqa: E402
                                   pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast,
-                                  philox as _philox_fast)
+                                  philox as _philox_fast, fused as _fused_fast)
 from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool as _pool_cuda,   # noqa: E402
                                   adamw as _adamw_cuda, philox as _philox_cuda)
 
@@ -130,6 +130,18 @@ _DROPOUT = Impl("dropout", _drop.dropout_forward, _drop.dropout_backward)
 _DROP_PATH = Impl("drop_path", _drop.drop_path_forward, _drop.drop_path_backward)
 _XENT = Impl("cross_entropy", _loss.cross_entropy_forward, _loss.cross_entropy_backward)
 _LINEAR = Impl("linear", _lin.linear_forward, _lin.linear_backward)
+# Fused pairs (kernels/fused.py: the compositions; kernels/fast/fused.py: fewer arrays on NumPy).
+_ADD_DROP_PATH = Impl("add_drop_path", _fused.add_drop_path_forward, _fused.add_drop_path_backward)
+_ADD_DROP_PATH_FAST = Impl("add_drop_path_fast", _fused_fast.add_drop_path_forward,
+                           _fused_fast.add_drop_path_backward)
+_LINEAR_GELU = Impl("linear_gelu", _fused.linear_gelu_forward, _fused.linear_gelu_backward)
+_LINEAR_GELU_FAST = Impl("linear_gelu_fast", _fused_fast.linear_gelu_forward,
+                         _fused_fast.linear_gelu_backward)
+# On a GPU: the composition with the CUDA GELU.
+_LINEAR_GELU_CUDA = Impl("linear_gelu_cuda",
+                         functools.partial(_fused.linear_gelu_forward, gelu=_gelu_cuda.gelu_forward),
+                         functools.partial(_fused.linear_gelu_backward,
+                                           gelu_grad=_gelu_cuda.gelu_backward))
 
 
 # A 3x3 stride-1 conv with at least this many input and output channels goes through Winograd's
@@ -238,3 +250,15 @@ def adamw_update(p):
 def linear(x):
     # Reference in both modes: it is three GEMMs already, nothing to gain from another version.
     return _LINEAR
+
+
+def add_drop_path(x):
+    """x + drop_path(branch) as one op (the residual connection)."""
+    return _ADD_DROP_PATH_FAST if fast(x) else _ADD_DROP_PATH
+
+
+def linear_gelu(x):
+    """gelu(linear(x)) as one op (the MLP's first layer); the GELU as ``gelu`` picks it."""
+    if fast_gpu(x):
+        return _LINEAR_GELU_CUDA
+    return _LINEAR_GELU_FAST if fast(x) else _LINEAR_GELU

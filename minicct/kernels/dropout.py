@@ -18,7 +18,8 @@ def _draw_dtype(x):
     return np.float64 if x.dtype == np.float64 else np.float32
 
 
-def _check_p(p, name):
+def check_p(p, name):
+    """ValueError unless 0 <= p <= 1 (name: the op, for the message)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name}: probability p must be in [0, 1], got {p}")
 
@@ -31,13 +32,13 @@ def keep_mask(x, p, generator=None):
 
 def keep_mask_of(xp, shape, dtype, p, generator=None):
     """keep_mask for an array of that module, shape and dtype, before the array exists."""
-    _check_p(p, "dropout")
+    check_p(p, "dropout")
     return random.dropout_keep(xp, shape, p, np.float64 if dtype == np.float64 else np.float32, generator)
 
 
 def dropout_forward(x, p=0.5, training=True, generator=None):
     """x: any shape -> y: shape of x, cache (the scaled mask, or None when nothing is dropped)."""
-    _check_p(p, "dropout")
+    check_p(p, "dropout")
     if not training or p == 0.0:
         return x, None
     xp = get_array_module(x)
@@ -54,11 +55,12 @@ def dropout_backward(gy, m):
     return gy if m is None else gy * m
 
 
-def drop_path_forward(x, p=0.0, training=True, generator=None):
-    """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
-    _check_p(p, "drop_path")
+def drop_path_mask(x, p=0.0, training=True, generator=None):
+    """x: (N, ...) -> the scaled per-sample mask (N, 1, ..., 1): 0 or 1/(1-p); None when nothing is
+    dropped (eval mode or p = 0). One draw per sample from the dropout stream (or ``generator``)."""
+    check_p(p, "drop_path")
     if not training or p == 0.0:
-        return x, None
+        return None
     xp = get_array_module(x)
     keep = 1.0 - p
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
@@ -67,7 +69,13 @@ def drop_path_forward(x, p=0.0, training=True, generator=None):
     m = (random.dropout_uniform(xp, shape, dtype, generator) < np.dtype(dtype).type(keep)).astype(x.dtype)
     if keep > 0:
         m /= keep
-    return x * m, m
+    return m
+
+
+def drop_path_forward(x, p=0.0, training=True, generator=None):
+    """x: (N, ...) -> y: each sample x[n] kept (scaled by 1/(1-p)) or zeroed as a whole."""
+    m = drop_path_mask(x, p, training, generator)
+    return (x, None) if m is None else (x * m, m)
 
 
 drop_path_backward = dropout_backward

@@ -74,7 +74,8 @@ def mac_rules():
     (activations, softmax, pooling, additions, dropout, reshapes) count 0."""
     from minicct import functional as F
     from minicct.autograd import ops
-    return {F.Conv2d: _conv2d_macs, F.Linear: _linear_macs, F._HeadsAttention: _heads_attention_macs,
+    return {F.Conv2d: _conv2d_macs, F.Linear: _linear_macs, F.LinearGelu: _linear_macs,
+            F._HeadsAttention: _heads_attention_macs,
             F.ScaledDotProductAttention: _sdpa_macs, F.LayerNorm: _layer_norm_macs,
             ops.MatMul: _matmul_macs}
 

@@ -26,6 +26,9 @@ class TransformerEncoderLayer(nn.Module):
     normalised stream. So each layer's output is (normalised stream) + MLP, and the final LayerNorm
     of the classifier sees that. The released CCT weights were trained this way, so the order is
     kept exactly; a "cleaned-up" pre-norm layer would not reproduce them.
+
+    Each residual ``x + drop_path(...)`` runs as one Function (``F.add_drop_path``), and so does
+    ``gelu(linear1(x))`` (``F.linear_gelu``): fewer graph nodes, the same values.
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, attention_dropout=0.1,
@@ -44,10 +47,15 @@ class TransformerEncoderLayer(nn.Module):
 
     def forward(self, x, key_mask=None):
         """key_mask: None or booleans (N, L), False = padding (never attended to)."""
-        x = x + self.drop_path(self.self_attn(self.pre_norm(x), key_mask=key_mask))
+        x = self.residual(x, self.self_attn(self.pre_norm(x), key_mask=key_mask))
         x = self.norm1(x)
-        y = self.linear2(self.dropout1(F.gelu(self.linear1(x))))
-        return x + self.drop_path(self.dropout2(y))
+        h = F.linear_gelu(x, self.linear1.weight, self.linear1.bias)     # gelu(linear1(x))
+        return self.residual(x, self.dropout2(self.linear2(self.dropout1(h))))
+
+    def residual(self, x, branch):
+        """x + drop_path(branch), as one Function (``F.add_drop_path``)."""
+        p = self.drop_path.p if isinstance(self.drop_path, nn.DropPath) else 0.0
+        return F.add_drop_path(x, branch, p, self.drop_path.training)
 
 
 class SeqPool(nn.Linear):

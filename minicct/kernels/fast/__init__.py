@@ -15,6 +15,8 @@ They are never imported by the references; ``kernels/dispatch.py`` alone picks t
                      padded copy and a branch-free argmax.
     gelu.py          gelu: the derivative computed in the forward and kept (backward is one
                      product), big arrays in cache-sized blocks.
+    fused.py         add_drop_path and linear_gelu (kernels/fused.py) with one array less each
+                     way: the GELU overwrites the GEMM's output, the skip is added in place.
     attention.py     scaled dot-product attention: the score scale and dropout's 1 / (1 - p)
                      folded off the (L, S) arrays, in-place passes, images in cache-sized blocks
                      (one block on CuPy).

@@ -48,6 +48,26 @@ def gelu_forward(x, approximate="none"):
     return y, GeluDerivative(d)
 
 
+def gelu_reusing_input(x, approximate="none"):
+    """x: any shape, C-contiguous, an array the caller owns and needs no more -> (y, d): GELU(x)
+    and GELU'(x). An array larger than ``BLOCK`` is overwritten block by block, so y *is* x and
+    no array is allocated for it; a small one goes in one step, as ``gelu_forward`` does it."""
+    check_approximate(approximate)
+    step = _gelu_tanh if approximate == "tanh" else _gelu_erf
+    if x.size <= BLOCK:
+        return step(x)
+    if not x.flags.c_contiguous:
+        raise ValueError("gelu_reusing_input: x must be C-contiguous (written through a flat view)")
+    xp = get_array_module(x)
+    xf = x.reshape(-1)
+    d = xp.empty(x.shape, x.dtype)
+    df = d.reshape(-1)
+    for s in range(0, xf.size, BLOCK):
+        b = slice(s, s + BLOCK)
+        xf[b], df[b] = step(xf[b])
+    return x, d
+
+
 def gelu_backward(gy, cache):
     """gy: shape of x -> gx = gy * GELU'(x), one pass."""
     return gy * cache.d
