@@ -43,6 +43,9 @@ import threading
 
 import numpy as np
 
+from minicct import backend as _backend
+from minicct.errors import GraphCaptureError
+
 ROLES = {"init": 0, "dropout": 1, "cupy": 2}   # role -> its spawn key in the seeding policy
 
 _generators: dict[str, np.random.Generator] = {}
@@ -111,10 +114,41 @@ def device_random(xp):
     return xp.random
 
 
+# ---- masks inside a CUDA graph (issue 14) ------------------------------------------------------------
+# A graph replays the kernels it captured with the arguments they had: a mask drawn by cupy.random
+# (cuRAND, which CuPy will not capture anyway) or copied from the host would be the same mask at every
+# replay, a silent bug. A step that runs in ``backend.graph_mode()`` therefore draws from a
+# counter-based generator whose counter lives in device memory and is advanced by the draw itself
+# (Philox4x32-10, being built on the ``philox`` branch). This is its seam: ``capturable_uniform``.
+_capturable = None    # (xp, shape, dtype) -> uniforms, advancing a counter on the device; None: none yet
+
+
+def set_capturable_generator(draw):
+    """Plug in the generator a CUDA graph can capture: ``draw(xp, shape, dtype)`` -> uniforms in
+    [0, 1), drawn on the array's device from a counter held there (None: unplug). Returns the old one."""
+    global _capturable
+    before, _capturable = _capturable, draw
+    return before
+
+
+def capturable_uniform(xp, shape, dtype):
+    """Uniform [0, 1) numbers a captured graph draws anew at every replay (see above). Raises
+    GraphCaptureError while no such generator is plugged in: never a mask frozen into the graph."""
+    if _capturable is None:
+        raise GraphCaptureError(
+            "this model draws dropout / drop-path masks, and minicct has no random generator a CUDA "
+            "graph can capture yet (a counter-based Philox stream, issue 14): use --cuda-graph off, "
+            "or set the model's dropout, attention_dropout and stochastic_depth to 0")
+    return _capturable(xp, shape, dtype)
+
+
 def dropout_uniform(xp, shape, dtype, generator=None):
     """Uniform [0, 1) numbers for a dropout or drop-path mask, on the device of xp: from
     ``generator`` when one is given (on a GPU: drawn on the host, then copied, so reproducible),
-    else from this thread's dropout stream on the CPU or CuPy's generator on a GPU."""
+    else from this thread's dropout stream on the CPU or CuPy's generator on a GPU. In graph mode
+    (``backend.graph_mode``) always from ``capturable_uniform``."""
+    if _backend.in_graph_mode():
+        return capturable_uniform(xp, shape, dtype)
     if xp is np:
         return (generator or dropout_generator()).random(shape, dtype=dtype)
     if generator is not None:

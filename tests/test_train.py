@@ -77,7 +77,7 @@ def test_help_documents_every_flag():
     for flag in ("--model", "--epochs", "--batch-size", "--lr", "--weight-decay", "--warmup-epochs",
                  "--cooldown-epochs", "--min-lr", "--aa", "--mixup", "--cutmix", "--mixup-off-epoch",
                  "--reprob", "--smoothing", "--seed", "--device", "--workers", "--data-dir", "--output",
-                 "--resume", "--img-size", "--preset"):
+                 "--resume", "--img-size", "--preset", "--cuda-graph"):
         assert flag in out, flag
 
 

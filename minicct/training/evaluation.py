@@ -10,8 +10,9 @@ from minicct import backend
 from minicct.training.metrics import topk_correct
 
 
-def evaluate(model, loader, device, progress=False):
+def evaluate(model, loader, device, progress=False, forward=None):
     """Mean cross-entropy and top-1/top-5 accuracy (%) over ``loader`` (x normalised, y int labels).
+    forward: None, or a ``graph_step.GraphForward`` (host batch -> logits, the forward as a CUDA graph).
 
     Returns {'test_loss', 'test_top1', 'test_top5', 'n'}.
     """
@@ -24,7 +25,10 @@ def evaluate(model, loader, device, progress=False):
     try:
         with no_grad():
             for x, y in loader:
-                logits = parallel.forward(model, Tensor(backend.to_device(x, device))).data
+                if forward is not None:
+                    logits = forward(x)
+                else:
+                    logits = parallel.forward(model, Tensor(backend.to_device(x, device))).data
                 logits = backend.to_numpy(logits).astype(np.float64)
                 y = np.asarray(y)
                 # cross-entropy from a stable log-softmax: logsumexp(z) - z[label]
