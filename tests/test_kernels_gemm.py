@@ -42,6 +42,17 @@ def test_gemm_chosen_only_in_graph_mode_on_a_gpu(monkeypatch, rng):
     assert isinstance(dispatch.matmul(a, b), np.ndarray) and len(calls) == 1
 
 
+def test_split_k_only_for_few_tiles_and_long_k():
+    from minicct.kernels.cuda import gemm
+    assert gemm.split_k(128, 128, 8192, 1) > 1            # a weight gradient: 4 tiles, K = N*L
+    assert gemm.split_k(1, 128, 8192, 1) > 1              # a column sum as a product
+    assert gemm.split_k(8192, 384, 128, 1) == 1           # a forward product: many tiles
+    assert gemm.split_k(64, 64, 300, 1) == 1              # short K: not worth a second pass
+    assert gemm.split_k(64, 64, 64, 256) == 1             # attention: a batch of tiles already
+    pieces = gemm.split_k(5, 7, 3000, 1)
+    assert pieces > 1 and 3000 // pieces >= gemm.SPLIT_MIN_K
+
+
 # ---- every CUDA source compiles (NVRTC: no GPU needed) ----------------------------------------------
 def _nvrtc():
     try:
@@ -157,7 +168,8 @@ def cp(device):
 SHAPES = [((1, 1), (1, 1)), ((7, 13), (13, 5)), ((65, 17), (17, 129)), ((64, 64), (64, 64)),
           ((3, 70, 33), (3, 33, 9)), ((2, 4, 5, 31), (2, 4, 31, 66)),          # batched
           ((4, 9, 20), (20, 3)), ((20,), (20, 7)), ((6, 20), (20,)),           # broadcast, 1-D
-          ((2, 1, 7, 9), (1, 3, 9, 4)), ((130, 0), (0, 5))]                    # both broadcast, K = 0
+          ((2, 1, 7, 9), (1, 3, 9, 4)), ((130, 0), (0, 5)),                    # both broadcast, K = 0
+          ((70, 8195), (8195, 129)), ((8192,), (8192, 128)), ((5, 3000), (3000, 7))]   # split K
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -13,7 +13,8 @@ swapped. The tiling: a block of 256 threads computes a 64 x 64 tile of C; step b
 64 x 16 slice of A and a 16 x 64 slice of B into shared memory (each value read once from global
 memory for 64 multiply-adds instead of once per multiply-add) and each thread accumulates a 4 x 4
 block of C in registers. Tiles that stick out over an edge read zeros and write nothing, so any
-M, N, K work.
+M, N, K work. A product with few tiles and a long K (a weight gradient) is cut along K into pieces
+computed side by side and then summed ("split-K"), so that it still fills the GPU.
 """
 from __future__ import annotations
 
@@ -102,6 +103,35 @@ def _batch_stride(a, batch):
     return a, axes[-1][1]
 
 
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def split_k(M, N, K, nb):
+    """How many pieces to cut K into: 1, unless the product has too few tiles to fill the GPU and
+    a long K (a weight gradient: (OUT, IN) summed over N*L = 8,192 tokens is 4 tiles of 64 x 64,
+    each walking all of K alone on 4 of ~130 multiprocessors). Each piece is at least SPLIT_MIN_K deep."""
+    tiles = _cdiv(M, BM) * _cdiv(N, BN) * nb
+    if tiles >= TARGET_TILES or K < 2 * SPLIT_MIN_K:
+        return 1
+    return max(1, min(_cdiv(TARGET_TILES, tiles), K // SPLIT_MIN_K))
+
+
+TARGET_TILES = 256       # enough blocks for every multiprocessor of an H100/H200 (132) twice over
+SPLIT_MIN_K = 256
+
+
+def _launch(a, b, out, M, N, K, sab, sbb, nb):
+    """out[i] = a[i] @ b[i] for i < nb, a[i] starting sab elements after a[i - 1] (b likewise)."""
+    fn = module(_GEMM_SRC, ctype(out.dtype)).get_function("gemm")
+    i64 = np.int64
+    strides = [i64(s // a.itemsize) for s in (*a.strides[-2:], *b.strides[-2:])]
+    for b0 in range(0, nb, MAX_GRID_Z):
+        grid = (_cdiv(N, BN), _cdiv(M, BM), min(MAX_GRID_Z, nb - b0))
+        fn(grid, (THREADS,), (a, b, out, np.int32(M), np.int32(N), np.int32(K), i64(sab), strides[0],
+                              strides[1], i64(sbb), strides[2], strides[3], i64(b0)))
+
+
 def matmul(a, b):
     """a: (..., M, K) or (K,), b: (..., K, N) or (K,) CuPy arrays -> a @ b, as ``cupy.matmul``
     (batch axes broadcast; a 1-D a is a row, a 1-D b a column, and their axis is dropped again)."""
@@ -109,7 +139,7 @@ def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs arrays of at least 1 dimension, got shapes {a.shape} and {b.shape}")
     dtype = np.result_type(a.dtype, b.dtype)
-    T = ctype(dtype)                                   # float32 / float64 only
+    ctype(dtype)                                       # float32 / float64 only
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     (M, K), (K2, N) = a2.shape[-2:], b2.shape[-2:]
@@ -120,17 +150,27 @@ def matmul(a, b):
     a2, sab = _batch_stride(a2, batch)
     b2, sbb = _batch_stride(b2, batch)
     nb = int(np.prod(batch, dtype=np.int64))
-    out = cp.empty(batch + (M, N), dtype=dtype)
-    if out.size and K == 0:
-        out.fill(0)
-    elif out.size:
-        fn = module(_GEMM_SRC, T).get_function("gemm")
-        i64 = np.int64
-        strides = [i64(s // a2.itemsize) for s in (*a2.strides[-2:], *b2.strides[-2:])]
-        for b0 in range(0, nb, MAX_GRID_Z):
-            grid = ((N + BN - 1) // BN, (M + BM - 1) // BM, min(MAX_GRID_Z, nb - b0))
-            fn(grid, (THREADS,), (a2, b2, out, np.int32(M), np.int32(N), np.int32(K), i64(sab),
-                                  strides[0], strides[1], i64(sbb), strides[2], strides[3], i64(b0)))
+    pieces = split_k(M, N, K, nb) if nb == 1 else 1
+    if M * N * nb == 0 or K == 0:
+        out = cp.zeros(batch + (M, N), dtype=dtype)
+    elif pieces == 1:
+        out = cp.empty(batch + (M, N), dtype=dtype)
+        _launch(a2, b2, out, M, N, K, sab, sbb, nb)
+    else:
+        # Split K: the full pieces of kc as a batch of products (batch strides kc columns of a, kc
+        # rows of b), summed; what is left of K as one more product.
+        kc = _cdiv(_cdiv(K, pieces), BK) * BK
+        full = K // kc
+        a2, b2 = a2.reshape(M, K), b2.reshape(K, N)
+        parts = cp.empty((full, M, N), dtype=dtype)
+        _launch(a2, b2, parts, M, N, kc, kc * (a2.strides[1] // a2.itemsize),
+                kc * (b2.strides[0] // b2.itemsize), full)
+        out = parts.sum(axis=0)
+        if full * kc < K:
+            rest = cp.empty((M, N), dtype=dtype)
+            _launch(a2[:, full * kc:], b2[full * kc:], rest, M, N, K - full * kc, 0, 0, 1)
+            out += rest
+        out = out.reshape(batch + (M, N))
     if a.ndim == 1:
         out = out[..., 0, :]
     if b.ndim == 1:
