@@ -131,6 +131,11 @@ def set_capturable_generator(draw):
     return before
 
 
+def has_capturable_generator() -> bool:
+    """True once a generator a CUDA graph can capture is plugged in (``set_capturable_generator``)."""
+    return _capturable is not None
+
+
 def capturable_uniform(xp, shape, dtype):
     """Uniform [0, 1) numbers a captured graph draws anew at every replay (see above). Raises
     GraphCaptureError while no such generator is plugged in: never a mask frozen into the graph."""
