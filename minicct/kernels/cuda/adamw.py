@@ -52,8 +52,8 @@ def adamw_update_(p, g, m, v, *, lr, weight_decay, beta1, beta2, eps, step):
     lr, step: Python numbers, or 0-d CuPy arrays (float64, int64) read when the kernel runs."""
     if backend.is_gpu_array(lr) or backend.is_gpu_array(step):
         cp = backend._import_cupy()
-        lr = cp.asarray(lr, dtype="float64")        # no copies when both are device scalars already
-        step = cp.asarray(step, dtype="int64")
+        lr = cp.asarray(lr, dtype="float64").reshape(1)    # views: no copies of device scalars
+        step = cp.asarray(step, dtype="int64").reshape(1)
         _kernel_device_scalars()(g, lr, step, weight_decay, beta1, beta2, eps, p, m, v)
         return
     bias1 = 1.0 - beta1 ** step
