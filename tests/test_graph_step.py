@@ -234,3 +234,14 @@ def test_train_one_epoch_with_a_graph_step(rng, monkeypatch):
     bad = ListLoader([(np.full((8, 3, 16, 16), np.nan, np.float32), data[0][1])])
     with pytest.raises(NonFiniteLoss):
         train_one_epoch(model, bad, opt, "cpu", 1, 2, 1e-3, progress=False, graph_step=step)
+
+
+def test_gpu_graph_refuses_the_reference_kernels():
+    """The reference kernels call cuBLAS directly: a GPU graph asks for the fast ones, in one line."""
+    from minicct.kernels import dispatch
+    from minicct.training.graph_step import check_kernel_mode
+    with dispatch.use_mode("reference"):
+        with pytest.raises(GraphCaptureError, match="MINICCT_KERNELS=reference"):
+            check_kernel_mode("gpu")
+        check_kernel_mode("cpu")             # NumPy: no capture, nothing to refuse
+    check_kernel_mode("gpu")

@@ -14,6 +14,10 @@ The choice depends on three things only:
     * a size rule where a fast version pays only above a size (measured in the training step:
       ``WINOGRAD_MIN_CHANNELS``, ``SDPA_FAST_MIN_SCORES``).
 
+Matrix products are chosen here too (``matmul``, ``row_dots``): cuBLAS, except on a GPU inside
+``backend.graph_mode()`` (a step being captured into a CUDA graph, which cannot hold cuBLAS calls),
+where minicct's own GEMM (``kernels/cuda/gemm.py``) runs.
+
 The autograd Functions (``minicct.functional``) ask here once per call, keep the chosen ``Impl``
 on their context and call its backward with the forward's cache: no string tags in caches, no
 device checks inside kernels.

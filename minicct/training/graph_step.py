@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicct import backend
+from minicct.errors import GraphCaptureError
 
 WARMUP_STEPS = 3    # eager steps before the capture: kernels compiled, memory pools filled
 
@@ -108,6 +109,16 @@ class Capture:
         self.stream.synchronize()
 
 
+def check_kernel_mode(device):
+    """A GPU graph needs the fast kernels: the reference ones (MINICCT_KERNELS=reference) make their
+    products with cuBLAS directly, which a capture refuses."""
+    from minicct.kernels import dispatch
+    if backend.check_device(device) == "gpu" and dispatch.mode() == "reference":
+        raise GraphCaptureError("a CUDA graph needs minicct's fast kernels, and MINICCT_KERNELS=reference "
+                                "is set (the reference kernels call cuBLAS, which a graph cannot capture): "
+                                "unset MINICCT_KERNELS, or use --cuda-graph off")
+
+
 def default_capture(device):
     """``Capture()`` on the GPU, ``EagerCapture()`` on the CPU."""
     return Capture() if backend.check_device(device) == "gpu" else EagerCapture()
@@ -124,6 +135,7 @@ class GraphStep:
     def __init__(self, model, optimizer, loss_fn, capture=None, warmup=WARMUP_STEPS):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
         self.device = backend.device_of(next(iter(model.parameters())).data)
+        check_kernel_mode(self.device)
         self.capture = capture if capture is not None else default_capture(self.device)
         self.warmup = int(warmup)
         self.x = self.y = self.loss = self.graph = None      # static buffers, the graph's output, the graph
@@ -179,6 +191,7 @@ class GraphForward:
     def __init__(self, model, capture=None, warmup=1):
         self.model = model
         self.device = backend.device_of(next(iter(model.parameters())).data)
+        check_kernel_mode(self.device)
         self.capture = capture if capture is not None else default_capture(self.device)
         self.warmup = int(warmup)
         self.x = self.out = self.graph = None
