@@ -53,6 +53,74 @@ def test_split_k_only_for_few_tiles_and_long_k():
     assert pieces > 1 and 3000 // pieces >= gemm.SPLIT_MIN_K
 
 
+class _KernelOnNumpy:
+    """The gemm kernel's index arithmetic run in NumPy: C[b][m][n] = sum over k < K of
+    A[b*sab + m*sam + k*sak] * B[b*sbb + k*sbk + n*sbn], b = b0 + blockIdx.z, counted from each
+    array's first element (as the pointer the kernel gets), C contiguous. Checks the launch
+    arguments the Python side computes (strides, batches, split-K, launches) without a GPU; what
+    runs on the GPU is checked against cuBLAS by the tests below."""
+
+    def __init__(self):
+        self.launches = 0
+
+    def get_function(self, name):
+        assert name == "gemm"
+        return self
+
+    @staticmethod
+    def _flat(a):
+        root = a
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        offset = (a.__array_interface__["data"][0] - root.__array_interface__["data"][0]) // a.itemsize
+        return root.reshape(-1), offset
+
+    def __call__(self, grid, block, args):
+        A, B, C, M, N, K, sab, sam, sak, sbb, sbk, sbn, b0 = args
+        assert block == (256,) and grid[0] * 64 >= N and grid[1] * 64 >= M
+        self.launches += 1
+        (fa, oa), (fb, ob) = self._flat(A), self._flat(B)
+        m, n, k = np.arange(M)[:, None], np.arange(N)[None, :], np.arange(K)
+        Cf = C.reshape(-1)
+        for b in range(int(b0), int(b0) + grid[2]):
+            a = fa[oa + b * sab + m * sam + k[None, :] * sak]                  # (M, K)
+            bb = fb[ob + b * sbb + k[:, None] * sbk + n * sbn]                # (K, N)
+            Cf[b * M * N:(b + 1) * M * N] = (a @ bb).reshape(-1)
+
+
+@pytest.mark.parametrize("case", ["plain", "a@b.T", "a.T@b", "batched", "broadcast", "both broadcast",
+                                  "1-D a", "1-D b", "odd batch layout", "split K", "K = 0", "grid chunks"])
+def test_gemm_launch_arguments_on_numpy(case, monkeypatch, rng):
+    from minicct.kernels.cuda import gemm
+    kernel = _KernelOnNumpy()
+    monkeypatch.setattr(backend, "_import_cupy", lambda: np)
+    monkeypatch.setattr(gemm, "module", lambda src, T: kernel)
+    r = lambda *s: rng.standard_normal(s)                                      # noqa: E731
+    a, b = {
+        "plain": lambda: (r(70, 33), r(33, 65)),
+        "a@b.T": lambda: (r(3, 20, 7), np.swapaxes(r(3, 9, 7), -1, -2)),
+        "a.T@b": lambda: (np.swapaxes(r(3, 20, 70), -1, -2), r(3, 20, 9)),
+        "batched": lambda: (r(2, 4, 5, 31), r(2, 4, 31, 6)),
+        "broadcast": lambda: (r(4, 9, 20), r(20, 3)),
+        "both broadcast": lambda: (r(2, 1, 7, 9), r(1, 3, 9, 4)),
+        "1-D a": lambda: (r(17), r(17, 3)),
+        "1-D b": lambda: (r(4, 17), r(17)),
+        "odd batch layout": lambda: (r(4, 6, 5, 8).transpose(0, 2, 1, 3), r(8, 3)),
+        "split K": lambda: (r(5, 3000), r(3000, 7)),
+        "K = 0": lambda: (r(6, 0), r(0, 3)),
+        "grid chunks": lambda: (r(5, 3, 4), r(4, 2)),
+    }[case]()
+    if case == "grid chunks":
+        monkeypatch.setattr(gemm, "MAX_GRID_Z", 2)                             # 5 batches: 3 launches
+    got = gemm.matmul(a, b)
+    np.testing.assert_allclose(got, a @ b, rtol=1e-12, atol=1e-12)
+    assert got.shape == (a @ b).shape
+    if case == "split K":
+        assert kernel.launches == 2                                            # the full pieces, the rest
+    if case == "grid chunks":
+        assert kernel.launches == 3
+
+
 # ---- every CUDA source compiles (NVRTC: no GPU needed) ----------------------------------------------
 def _nvrtc():
     try:
