@@ -356,7 +356,8 @@ class Trainer:
         else:
             what = f"images of {self.train_set.img_size}px"
         lines = [f"{model} on {c.run.dataset}: {len(self.train_set)} train / {len(self.test_set)} test {what}, "
-                 f"{plural(self.train_set.num_classes, 'class', 'classes')}; device {self.device}{preset}",
+                 f"{plural(self.train_set.num_classes, 'class', 'classes')}; device {self.device}"
+                 f"{' (step and evaluation as CUDA graphs)' if c.run.cuda_graph == 'on' else ''}{preset}",
                  f"  AdamW lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, batch {c.optim.batch_size}; "
                  f"{describe_schedule(c.schedule)}",
                  f"  {aug}"]
