@@ -143,6 +143,29 @@ def empty_in_order(xp, shape, dtype, order):
     return a.transpose(tuple(order.index(k) for k in range(len(order))))
 
 
+# ---- graph mode ------------------------------------------------------------------------------------
+_graph_mode = False   # True while a step runs as it is (or will be) captured into a CUDA graph
+
+
+def in_graph_mode() -> bool:
+    """True inside ``graph_mode()``: the step being run is, or rehearses, a CUDA-graph capture."""
+    return _graph_mode
+
+
+@contextlib.contextmanager
+def graph_mode():
+    """Within the block, run as a CUDA graph needs (``minicct.training.graph_step`` sets it for its
+    warm-up steps and its capture): matrix products by minicct's own GEMM kernel on a GPU instead of
+    cuBLAS, which CuPy refuses to capture (``kernels.dispatch.matmul``), and dropout masks only from
+    a generator a graph can capture (``minicct.random``). Arrays and results are otherwise the same."""
+    global _graph_mode
+    before, _graph_mode = _graph_mode, True
+    try:
+        yield
+    finally:
+        _graph_mode = before
+
+
 # ---- BLAS threads ----------------------------------------------------------------------------------
 _blas = None   # (set_num_threads, get_num_threads) of the OpenBLAS NumPy uses; False: none found
 

@@ -5,7 +5,8 @@
     ├── DatasetError                 data missing, unfetchable or unreadable           (RuntimeError)
     ├── CheckpointError              a file that is not a checkpoint minicct reads     (ValueError, RuntimeError)
     ├── StateDictError               weights whose names or shapes do not fit a model  (RuntimeError)
-    └── RunError                     a run's set-up: flags, folders, a diverged loss   (RuntimeError)
+    ├── RunError                     a run's set-up: flags, folders, a diverged loss   (RuntimeError)
+    └── GraphCaptureError            a step a CUDA graph cannot capture faithfully      (RuntimeError)
 
 A command catches ``MinicctError`` and prints its message as one line, no traceback; anything else
 is a bug and keeps its traceback. Each class also keeps the builtin base it has always had (in
@@ -44,4 +45,10 @@ class RunError(MinicctError, RuntimeError):
     """A problem with the run's set-up that the user can fix; the message says how."""
 
 
-__all__ = ["MinicctError", "DeviceError", "DatasetError", "CheckpointError", "StateDictError", "RunError"]
+class GraphCaptureError(MinicctError, RuntimeError):
+    """A training step cannot be captured into a CUDA graph without changing what it computes
+    (e.g. it draws random masks and no capturable generator exists): the message names the way out."""
+
+
+__all__ = ["MinicctError", "DeviceError", "DatasetError", "CheckpointError", "StateDictError", "RunError",
+           "GraphCaptureError"]

@@ -63,6 +63,8 @@ import threading
 
 import numpy as np
 
+from minicct import backend as _backend
+from minicct.errors import GraphCaptureError
 from minicct.kernels import philox as _philox
 
 ROLES = {"init": 0, "dropout": 1}   # role -> its spawn key in the seeding policy
@@ -199,10 +201,45 @@ def thread_dropout(generator):
         _thread.dropout = before
 
 
+# ---- masks inside a CUDA graph (issue 14) ------------------------------------------------------------
+# A graph replays the kernels it captured with the arguments they had: a mask drawn by cupy.random
+# (cuRAND, which CuPy will not capture anyway) or copied from the host would be the same mask at every
+# replay, a silent bug. A step that runs in ``backend.graph_mode()`` therefore draws from a
+# counter-based generator whose counter lives in device memory and is advanced by the draw itself
+# (the Philox stream below, once its counter lives on the device). This is its seam: ``capturable_uniform``.
+_capturable = None    # (xp, shape, dtype) -> uniforms, advancing a counter on the device; None: none yet
+
+
+def set_capturable_generator(draw):
+    """Plug in the generator a CUDA graph can capture: ``draw(xp, shape, dtype)`` -> uniforms in
+    [0, 1), drawn on the array's device from a counter held there (None: unplug). Returns the old one."""
+    global _capturable
+    before, _capturable = _capturable, draw
+    return before
+
+
+def has_capturable_generator() -> bool:
+    """True once a generator a CUDA graph can capture is plugged in (``set_capturable_generator``)."""
+    return _capturable is not None
+
+
+def capturable_uniform(xp, shape, dtype):
+    """Uniform [0, 1) numbers a captured graph draws anew at every replay (see above). Raises
+    GraphCaptureError while no such generator is plugged in: never a mask frozen into the graph."""
+    if _capturable is None:
+        raise GraphCaptureError(
+            "this model draws dropout / drop-path masks, and minicct has no random generator a CUDA "
+            "graph can capture yet (a counter-based Philox stream, issue 14): use --cuda-graph off, "
+            "or set the model's dropout, attention_dropout and stochastic_depth to 0")
+    return _capturable(xp, shape, dtype)
+
+
 def dropout_uniform(xp, shape, dtype, generator=None):
     """Uniform [0, 1) numbers for a mask, on the device of xp: from ``generator`` when one is
     given, else from this thread's dropout stream. A NumPy ``Generator`` draws on the host (then
     copied to the device); a ``Philox`` stream makes them on the device, the same on both."""
+    if _backend.in_graph_mode():        # inside a CUDA graph: only a capturable generator will do
+        return capturable_uniform(xp, shape, dtype)
     g = generator if generator is not None else dropout_generator()
     if isinstance(g, np.random.Generator):
         u = g.random(shape, dtype=dtype)
@@ -214,6 +251,8 @@ def dropout_keep(xp, shape, p, dtype, generator=None):
     """Booleans of ``shape`` on the device of xp, True (keep) with probability 1 - p: exactly
     ``dropout_uniform(xp, shape, dtype, generator) >= p``, from the same numbers; a ``Philox``
     stream compares integers and makes no float array."""
+    if _backend.in_graph_mode():
+        return capturable_uniform(xp, shape, dtype) >= p
     g = generator if generator is not None else dropout_generator()
     if isinstance(g, np.random.Generator):
         return dropout_uniform(xp, shape, dtype, g) >= p

@@ -60,6 +60,20 @@ def test_torch_twin_computes_what_minicct_computes():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_graph_runner_steps_and_says_what_it_trains():
+    """The GPU benchmark's graph row, run here with graph_step's NumPy stand-in for the capture: it
+    steps (loss finite, falling on one batch), evaluates, and trains without masks until minicct has
+    a generator a CUDA graph can capture (the row's note says so)."""
+    import minicct
+    from minicct.bench.step import GraphRunner
+    runner = GraphRunner("cct_2_3x2_32", 4, "cpu")
+    assert runner.masks == minicct.random.has_capturable_generator() == False  # noqa: E712
+    assert runner.graph.graph is not None            # warm-up and capture happened in set-up
+    losses = [runner.step() for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert runner.evaluate().shape == (4, 10)
+
+
 def test_kernels_quick():
     out = run_bench("kernels", "--batch", "2", "--repeat", "1", "--warmup", "1", "--no-torch")
     assert "conv2" in out

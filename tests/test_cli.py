@@ -73,6 +73,8 @@ def one_line_error(main, argv, prog, capsys, tmp_path, monkeypatch):
     (["cifar10", "--aa", "rnd-m9"], ["--aa rnd-m9"]),
     (["cifar10", "--preset", "fast"], ["--preset", "'fast'", "fast-cpu"]),
     (["cifar10", "--device", "tpu"], ["--device tpu", "--device cpu"]),
+    (["cifar10", "--cuda-graph", "on"], ["--cuda-graph on", "GPU", "--device gpu", "--cuda-graph off"]),
+    (["cifar10", "--cuda-graph", "yes"], ["--cuda-graph", "'yes'"]),
     (["cifar10", "--data-dir", "no/such/dir"], ["--data-dir", "no/such/dir", "no such folder", "mkdir -p no/such/dir"]),
     (["no/such/folder"], ["'no/such/folder'", "not a directory"]),
     ([], ["no dataset", "--resume"]),

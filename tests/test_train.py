@@ -83,7 +83,7 @@ def test_help_documents_every_flag():
         assert a.help and len(a.help) > 10, a.dest
         for name in a.option_strings or [a.dest]:
             assert name in out, name
-    assert "--hflip" in out and "--glove" in out and "--preset" in out   # the parser really was read
+    assert "--hflip" in out and "--glove" in out and "--preset" in out and "--cuda-graph" in out   # the parser really was read
 
 
 def test_short_epochs_scale_the_recipe_and_say_so():

@@ -107,6 +107,13 @@ class PowTensor(Function):
         return ga, gb
 
 
+def _matmul(a, b):
+    """a @ b as the kernels' dispatch picks it (cuBLAS, or minicct's GEMM inside a CUDA-graph
+    capture). Imported at the call: the engine sits below the kernels and loads without them."""
+    from minicct.kernels import dispatch
+    return dispatch.matmul(a, b)
+
+
 class MatMul(Function):
     """Batched matrix product with NumPy's broadcasting over leading axes (both inputs >= 1-D)."""
 
@@ -118,7 +125,7 @@ class MatMul(Function):
             raise ValueError(f"matmul shapes {a.shape} @ {b.shape} do not match: "
                              f"{a.shape[-1]} != {b.shape[-2 if b.ndim > 1 else 0]}")
         ctx.save_for_backward(a, b)
-        return a @ b
+        return _matmul(a, b)
 
     @staticmethod
     def backward(ctx, gy):
@@ -134,10 +141,10 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -2)
         ga = gb = None
         if ctx.needs_input_grad[0]:
-            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = _matmul(g2, xp.swapaxes(b2, -1, -2))
             ga = ga.reshape(ga.shape[:-2] + (ga.shape[-1],)) if a.ndim == 1 else ga
         if ctx.needs_input_grad[1]:
-            gb = xp.swapaxes(a2, -1, -2) @ g2
+            gb = _matmul(xp.swapaxes(a2, -1, -2), g2)
             gb = gb.reshape(gb.shape[:-2] + (gb.shape[-2],)) if b.ndim == 1 else gb
         return ga, gb
 

@@ -9,9 +9,14 @@ whole 390-batch epoch of the pipeline: about 12 minutes. For each model, batch 1
   images/s, effective GFLOP/s and that rate as a fraction of a large sgemm measured in the same run;
 * evaluation images/s (eval mode, no graph);
 * peak resident memory of training, each framework in a fresh child process;
+* on a GPU, the same step as one CUDA graph (``minicct.training.graph_step``: captured once, replayed
+  per step, the batch copied into its static buffers each time). Until minicct has a random generator
+  a graph can capture, that row's model has no attention dropout or drop-path (a graph refuses to
+  freeze masks), and says so;
 * with PyTorch importable, the same network in plain ``torch.nn`` (``minicct.bench.torch_twin``),
   loaded from minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
-  the other), so both see the same machine load; the ratio minicct / PyTorch.
+  the other), so both see the same machine load; the ratio minicct / PyTorch. On a GPU also
+  ``torch.compile(mode="reduce-overhead")`` (PyTorch's CUDA graphs), when it compiles there.
 
 Then the data pipeline of the paper's recipe (RandAugment, Mixup/CutMix, erasing, 2 worker
 processes) on its own, and training fed by it, against the step time (--full: a whole epoch).
@@ -121,6 +126,34 @@ class MinicctRunner:
         return logits
 
 
+class GraphRunner:
+    """minicct's step as one CUDA graph (``training.graph_step.GraphStep``), and evaluation as another,
+    fed host batches as the trainer feeds them. ``masks``: whether the model keeps attention dropout and
+    drop-path (only with a capturable generator plugged into ``minicct.random``)."""
+
+    def __init__(self, name, batch, device, seed=0):
+        import minicct
+        from minicct import functional as F, models
+        from minicct.optim import AdamW, param_groups_weight_decay
+        from minicct.training.graph_step import WARMUP_STEPS, GraphForward, GraphStep
+        minicct.manual_seed(seed)
+        self.masks = minicct.random.has_capturable_generator()
+        kwargs = {} if self.masks else dict(attention_dropout=0.0, stochastic_depth=0.0)
+        self.model = models.create_model(name, **kwargs).to(device)
+        self.opt = AdamW(param_groups_weight_decay(self.model, 0.06), lr=5.5e-4)
+        self.graph = GraphStep(self.model, self.opt, F.cross_entropy)
+        self.forward = GraphForward(self.model)
+        self.x, self.y = make_batch(batch, seed=seed)
+        for _ in range(WARMUP_STEPS + 1):        # warm-up and capture: not timed
+            self.graph(self.x, self.y)
+
+    def step(self):
+        return self.graph(self.x, self.y)       # reads the loss back: waits for the replay
+
+    def evaluate(self):
+        return self.forward(self.x)             # synchronizes
+
+
 # ---- the PyTorch side ------------------------------------------------------------------------------
 class TorchRunner:
     """The PyTorch twin of a MinicctRunner's model, the same AdamW settings and the same batch."""
@@ -139,6 +172,17 @@ class TorchRunner:
                                       {"params": decay, "weight_decay": 0.06}], lr=5.5e-4)
         x, y = make_batch(batch, seed=seed)
         self.x, self.y = torch.from_numpy(x).to(tdev), torch.from_numpy(y).to(tdev)
+
+    def compile(self):
+        """The model through ``torch.compile(mode="reduce-overhead")`` (CUDA graphs in PyTorch); one
+        step to compile it. Returns None, or why it could not (then this runner is not used)."""
+        try:
+            self.model = self.torch.compile(self.model, mode="reduce-overhead")
+            for _ in range(3):                  # compiles, then records its graphs
+                self.step()
+        except Exception as e:                  # no compiler toolchain, unsupported op...
+            return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        return None
 
     def step(self):
         loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
@@ -336,14 +380,23 @@ def bench_model(name, batch, device, repeat, warmup, torch, tdev, sgemm):
     macs = models.count_macs(ours.model, (3, 32, 32))
     step_flop = macs * batch * 2 * 3
     fns = {"minicct": ours.step}
+    evaluators = {"minicct": ours.evaluate}
     theirs = None
+    r = {"model": name, "batch": batch, "macs_per_image": macs, "step_gflop": step_flop / 1e9}
+    if device == "gpu":
+        graph = GraphRunner(name, batch, device)
+        fns["graph"], evaluators["graph"] = graph.step, graph.evaluate
+        r["graph_masks"] = graph.masks
     if torch is not None:
         theirs = TorchRunner(ours, batch, torch, tdev)
-        fns["torch"] = theirs.step
+        fns["torch"], evaluators["torch"] = theirs.step, theirs.evaluate
+        if device == "gpu":
+            compiled = TorchRunner(ours, batch, torch, tdev)
+            r["torch_compiled_error"] = compiled.compile()
+            if r["torch_compiled_error"] is None:
+                fns["torch_compiled"], evaluators["torch_compiled"] = compiled.step, compiled.evaluate
     steps = time_alternately(fns, warmup, repeat)
-    evals = time_alternately({"minicct": ours.evaluate, **({"torch": theirs.evaluate} if theirs else {})},
-                             1, max(2, repeat // 2))
-    r = {"model": name, "batch": batch, "macs_per_image": macs, "step_gflop": step_flop / 1e9}
+    evals = time_alternately(evaluators, 1, max(2, repeat // 2))
     for k in fns:
         ms = _ms(steps[k])
         r[k] = dict(step_ms=ms, step_ms_all=[1e3 * t for t in steps[k]], img_s=batch / ms * 1e3,
@@ -352,6 +405,9 @@ def bench_model(name, batch, device, repeat, warmup, torch, tdev, sgemm):
     if theirs is not None:
         r["ratio"] = r["minicct"]["step_ms"] / r["torch"]["step_ms"]
         r["eval_ratio"] = r["torch"]["eval_img_s"] / r["minicct"]["eval_img_s"]
+        if "graph" in r:
+            r["graph_ratio"] = r["graph"]["step_ms"] / r["torch"]["step_ms"]
+            r["graph_eval_ratio"] = r["torch"]["eval_img_s"] / r["graph"]["eval_img_s"]
     return r, ours
 
 
@@ -435,12 +491,24 @@ def main(args):
         r["memory"] = mem
         results.append(r)
         rows = [_row(name, "minicct", "minicct", r["minicct"], mem)]
+        if "graph" in r:
+            rows.append(_row("", "minicct graph", "graph", r["graph"], mem))
+            if not r["graph_masks"]:
+                notes.append(f"{name}, minicct graph: without attention dropout and drop-path (no random "
+                             f"generator a CUDA graph can capture yet); the other rows keep them")
         if "torch" in r:
             rows.append(_row("", "PyTorch", "torch", r["torch"], mem))
+            if "torch_compiled" in r:
+                rows.append(_row("", "torch.compile", "torch_compiled", r["torch_compiled"], mem))
+            elif r.get("torch_compiled_error"):
+                notes.append(f"{name}: torch.compile(mode='reduce-overhead') skipped: {r['torch_compiled_error']}")
             rows.append(["", "minicct/PyTorch", f"{r['ratio']:.2f}", "", "", "", f"{r['eval_ratio']:.2f}",
                          *(f"{mem['minicct'][k] / mem['torch'][k]:.2f}"
                            if k in mem.get("minicct", {}) and k in mem.get("torch", {}) else "-"
                            for k in ("peak_mb", "training_mb"))])
+            if "graph_ratio" in r:
+                rows.append(["", "graph/PyTorch", f"{r['graph_ratio']:.2f}", "", "", "",
+                             f"{r['graph_eval_ratio']:.2f}", "-", "-"])
         for row in rows:
             print(table_line(row, widths), flush=True)
         notes.append(f"{name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "

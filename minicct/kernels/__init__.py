@@ -26,6 +26,9 @@ Winograd F(2x2, 3x3), max_pool2d keeping the memory order, gelu, attention, Phil
 pairs) and ``cuda/`` (CuPy kernels: gelu, max_pool2d, layer_norm, the AdamW update, Philox).
 ``dispatch.py`` alone picks one per call, by device and ``MINICCT_KERNELS=reference|fast``.
 """
+# dispatch first: the kernels call dispatch.matmul at run time, and importing it here, before any
+# kernel, lets each of them import it at the top whichever module a program imports first.
+from minicct.kernels import dispatch  # noqa: F401
 from minicct.kernels.conv import conv2d_forward, conv2d_backward, conv_output_size
 from minicct.kernels.pool import max_pool2d_forward, max_pool2d_backward
 from minicct.kernels.norm import layer_norm_forward, layer_norm_backward

@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 from minicct.backend import get_array_module
+from minicct.kernels import dispatch
 
 
 def column_sums(a):
     """a: (R, D) -> (D,), the sum over rows (a.sum(axis=0)), as a vector-matrix product: BLAS does
     it about 3x faster than NumPy's reduction along axis 0 (bias and norm gradients)."""
     xp = get_array_module(a)
-    return xp.ones(a.shape[0], a.dtype) @ a
+    return dispatch.matmul(xp.ones(a.shape[0], a.dtype), a)
 
 
 def row_means(a):
     """a: (R, D) -> (R, 1), the mean of each row (a.mean(axis=1, keepdims=True)), as a
     matrix-vector product: about 4x faster than NumPy's reduction on rows of ~100 values."""
     xp = get_array_module(a)
-    return (a @ xp.full(a.shape[1], 1.0 / a.shape[1], a.dtype))[:, None]
+    return dispatch.matmul(a, xp.full(a.shape[1], 1.0 / a.shape[1], a.dtype))[:, None]
 
 
 def pair(v, name):

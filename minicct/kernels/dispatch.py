@@ -14,6 +14,10 @@ The choice depends on three things only:
     * a size rule where a fast version pays only above a size (measured in the training step:
       ``WINOGRAD_MIN_CHANNELS``, ``SDPA_FAST_MIN_SCORES``).
 
+Matrix products are chosen here too (``matmul``, ``row_dots``): cuBLAS, except on a GPU inside
+``backend.graph_mode()`` (a step being captured into a CUDA graph, which cannot hold cuBLAS calls),
+where minicct's own GEMM (``kernels/cuda/gemm.py``) runs.
+
 The autograd Functions (``minicct.functional``) ask here once per call, keep the chosen ``Impl``
 on their context and call its backward with the forward's cache: no string tags in caches, no
 device checks inside kernels.
@@ -30,7 +34,7 @@ import math
 import os
 from typing import Callable, NamedTuple
 
-from minicct.backend import is_gpu_array
+from minicct.backend import get_array_module, in_graph_mode, is_gpu_array
 
 MODES = ("reference", "fast")
 ENV = "MINICCT_KERNELS"
@@ -102,7 +106,7 @@ from minicct.kernels.fast import (conv_im2col as _conv_im2col, winograd as _wino
                                   pool as _pool_fast, gelu as _gelu_fast, attention as _attn_fast,
                                   philox as _philox_fast, fused as _fused_fast)
 from minicct.kernels.cuda import (gelu as _gelu_cuda, norm as _norm_cuda, pool as _pool_cuda,   # noqa: E402
-                                  adamw as _adamw_cuda, philox as _philox_cuda)
+                                  adamw as _adamw_cuda, philox as _philox_cuda, gemm as _gemm_cuda)
 
 _CONV = Impl("conv2d", _conv.conv2d_forward, _conv.conv2d_backward)
 _CONV_IM2COL = Impl("conv2d_im2col_flat", _conv_im2col.conv2d_forward, _conv_im2col.conv2d_backward)
@@ -245,6 +249,25 @@ def cross_entropy(logits):
 def adamw_update(p):
     """The AdamW update for parameters p (not a forward/backward pair: one in-place function)."""
     return _adamw_cuda.adamw_update_ if fast_gpu(p) else _adamw.adamw_update_
+
+
+def matmul(a, b):
+    """``a @ b`` for the kernels' matrix products (the product itself, not an Impl: there is no
+    backward to pair it with). cuBLAS through ``@`` everywhere, except on a GPU in graph mode
+    (``backend.graph_mode``): CuPy refuses to capture cuBLAS calls, so there minicct's own tiled
+    GEMM runs (``kernels/cuda/gemm.py``; slower than cuBLAS eagerly, but one graph replays it)."""
+    if in_graph_mode() and on_gpu(a):
+        return _gemm_cuda.matmul(a, b)
+    return a @ b
+
+
+def row_dots(a, b):
+    """a, b: (..., i, j) -> (..., i): sum over j of a * b, without the product array on NumPy
+    (``einsum``). On a GPU in graph mode the product and a reduction instead: CuPy's einsum is
+    a cuBLAS product, which a capture refuses."""
+    if in_graph_mode() and on_gpu(a):
+        return (a * b).sum(axis=-1)
+    return get_array_module(a).einsum("...ij,...ij->...i", a, b)
 
 
 def linear(x):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from minicct.kernels import dispatch
 from minicct.kernels._util import column_sums
 
 
@@ -29,7 +30,7 @@ def linear_forward(x, w, b=None):
     if b is not None and tuple(b.shape) != (w.shape[0],):
         raise ValueError(f"linear: bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
     x2 = x.reshape(-1, w.shape[1])
-    y = x2 @ w.T
+    y = dispatch.matmul(x2, w.T)
     if b is not None:
         y += b
     return y.reshape(x.shape[:-1] + (w.shape[0],)), LinearCache(x2, w, b is not None, x.shape)
@@ -39,7 +40,7 @@ def linear_backward(gy, cache, need_gx=True, need_gw=True):
     """gy: (..., OUT) -> (gx: (..., IN) or None, gw: (OUT, IN) or None, gb: (OUT,) or None)."""
     x2, w, has_bias, x_shape = cache
     gy2 = gy.reshape(-1, w.shape[0])
-    gx = (gy2 @ w).reshape(x_shape) if need_gx else None
-    gw = gy2.T @ x2 if need_gw else None
+    gx = dispatch.matmul(gy2, w).reshape(x_shape) if need_gx else None
+    gw = dispatch.matmul(gy2.T, x2) if need_gw else None
     gb = column_sums(gy2) if has_bias else None
     return gx, gw, gb

@@ -78,6 +78,43 @@ class AdamW:
             for p in group["params"]:
                 p.grad = None
 
+    # ---- device scalars: for a step captured into a CUDA graph -----------------------------------
+    def use_device_scalars(self):
+        """From now on keep each group's learning rate and step count in 0-d arrays on the
+        parameters' device (float64, int64), which the update reads when it *runs*: a CUDA graph
+        that captured ``step()`` then replays it with the values of that moment, not of the capture.
+
+        The learning rate reaches its array only through ``load_lr()``, which copies
+        ``param_groups[i]['lr']`` in: call it after the schedule set the lr and before the step (or
+        the graph's replay). Never inside ``step()``: a capture would freeze the value it wrote.
+        ``step()`` advances the step counts in place. Every parameter of a group must be at the same
+        step and get a gradient at every step (the training loop's case)."""
+        for group, flat in zip(self.param_groups, self._buffers):
+            flat.sync()
+            if not (flat.steps == flat.steps[0]).all():
+                raise ValueError("AdamW.use_device_scalars: the parameters of a group are at different "
+                                 "steps; device scalars need one step count per group")
+            xp = backend.get_array_module(flat.data)
+            flat.lr_dev = xp.full((), group["lr"], dtype=np.float64)
+            flat.step_dev = xp.full((), int(flat.steps[0]), dtype=np.int64)
+
+    @property
+    def device_scalars(self):
+        """True after ``use_device_scalars()``."""
+        return self._buffers[0].lr_dev is not None
+
+    def load_lr(self):
+        """Copy each group's ``'lr'`` into its device scalar (device-scalar mode only): an
+        asynchronous fill on the current stream, ordered before the next step or replay."""
+        for group, flat in zip(self.param_groups, self._buffers):
+            flat.lr_dev.fill(group["lr"])
+
+    def _steps_from_device(self):
+        """Device-scalar mode: bring the step counts back to the host's ``steps`` (a copy)."""
+        for flat in self._buffers:
+            if flat.step_dev is not None:
+                flat.steps[:] = int(backend.to_numpy(flat.step_dev))
+
     def step(self):
         """Update every parameter that has a gradient, in place."""
         for group, flat in zip(self.param_groups, self._buffers):
@@ -86,6 +123,17 @@ class AdamW:
             hyper = dict(lr=group["lr"], weight_decay=group["weight_decay"], beta1=beta1, beta2=beta2,
                          eps=group["eps"])
             has_grad = [p.grad is not None for p in flat.params]
+            if flat.step_dev is not None:
+                # Device scalars: nothing here reads or writes a host value that a replay would need
+                # (the host's ``steps`` are brought up to date when the state is saved).
+                if not all(has_grad):
+                    raise ValueError("AdamW with device scalars needs a gradient for every parameter "
+                                     "at every step")
+                flat.step_dev += 1
+                hyper["lr"] = flat.lr_dev
+                adamw_update_(flat.data, flat.gather_grads(), flat.exp_avg, flat.exp_avg_sq,
+                              step=flat.step_dev, **hyper)
+                continue
             if not any(has_grad):
                 continue
             if all(has_grad) and (flat.steps == flat.steps[0]).all():
@@ -112,6 +160,7 @@ class AdamW:
         Parameters are numbered across groups in order; arrays are host NumPy copies in the
         parameters' shapes.
         """
+        self._steps_from_device()
         state, groups, index = {}, [], 0
         for group, flat in zip(self.param_groups, self._buffers):
             ids = []
@@ -157,6 +206,12 @@ class AdamW:
                                          f"{arr.shape}, the parameter has shape {tuple(p.shape)}")
                     getattr(flat, name)[s] = xp.asarray(arr.ravel(), dtype=flat.data.dtype)
                 flat.steps[i] = int(st["step"])
+            if flat.step_dev is not None:
+                if not (flat.steps == flat.steps[0]).all():
+                    raise ValueError("optimizer state has parameters of one group at different steps, "
+                                     "which device scalars cannot hold")
+                flat.step_dev.fill(int(flat.steps[0]))
+                flat.lr_dev.fill(group["lr"])
 
     def __repr__(self):
         lines = [f"  group {i}: {len(g['params'])} parameters, lr={g['lr']:.3g}, "
@@ -179,6 +234,7 @@ class _FlatGroup:
         ends = np.cumsum([0] + sizes)
         self.slices = [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
         self.steps = np.zeros(len(params), np.int64)
+        self.lr_dev = self.step_dev = None       # 0-d device arrays after AdamW.use_device_scalars
         self.data = self.exp_avg = self.exp_avg_sq = None
         self._views = []
         self.sync()

@@ -42,6 +42,7 @@ DEFAULTS = dict(
     mixup_off_epoch=175, hflip=0.5, reprob=0.25, smoothing=0.1,
     preset=None, seed=42, device=None, workers=None, data_dir=None, output=None, resume=None,
     eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None, ema=0.0, tta_flip=False,
+    cuda_graph="off",
 )
 
 # Each preset is a dict of flag defaults (argparse dest names), applied over the recipe's defaults.
@@ -206,6 +207,10 @@ def build_parser() -> ArgumentParser:
     add(g, "--seed", type=non_negative(int, "--seed 42"),
         help="seed of initialisation, data order, augmentation, dropout")
     add(g, "--device", help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
+    add(g, "--cuda-graph", choices=["off", "on"],
+        help="'on' (needs --device gpu): capture the training step and evaluation as CUDA graphs and "
+             "replay them (issue 14). 'off' until a GPU run has verified it; refused for a model that "
+             "draws dropout masks until minicct has a generator a graph can capture")
     add(g, "--workers", "-j", type=non_negative(int, "--workers 2"),
         help="background processes preparing batches (0 = none; default: 2 on the CPU, where the "
              "training step needs the cores, and every core but one with --device gpu)")
@@ -234,7 +239,7 @@ def build_parser() -> ArgumentParser:
 # The settings a resumed run takes from its checkpoint unless given again on the command line:
 # everything except these, which describe the machine or this invocation rather than the run
 # (the output folder is where the checkpoint is, unless --output says otherwise).
-NOT_RESUMED = {"resume", "stop_epoch", "device", "workers", "output"}
+NOT_RESUMED = {"resume", "stop_epoch", "device", "workers", "output", "cuda_graph"}
 
 # Where each flag lives in Config: dest -> (group, field).
 GROUPS = {
@@ -245,7 +250,8 @@ GROUPS = {
     "augment": {k: k for k in ("aa", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "mixup_off_epoch",
                                "hflip", "reprob", "smoothing")},
     "run": {k: k for k in ("dataset", "preset", "seed", "device", "workers", "data_dir", "output", "resume",
-                           "eval_batch_size", "stop_epoch", "train_limit", "test_limit", "tta_flip")},
+                           "eval_batch_size", "stop_epoch", "train_limit", "test_limit", "tta_flip",
+                           "cuda_graph")},
 }
 
 
@@ -319,6 +325,7 @@ class RunConfig:
     stop_epoch: int | None
     train_limit: int | None
     test_limit: int | None
+    cuda_graph: str = "off"
     tta_flip: bool = False       # evaluate on each image and its mirror (logits averaged)
 
 
@@ -433,6 +440,9 @@ def check(values: dict, explicit: dict):
         values["device"] = backend.check_device(values["device"])
     except ValueError:
         raise RunError(f"--device {values['device']}: unknown device; use --device cpu or --device gpu") from None
+    if values["cuda_graph"] == "on" and values["device"] != "gpu":
+        raise RunError(f"--cuda-graph on: CUDA graphs need a GPU, and the device is {values['device']}; "
+                       f"add --device gpu, or leave --cuda-graph off")
     check_policy(values["aa"])
     if values["workers"] is None:
         values["workers"] = default_workers(values["device"])

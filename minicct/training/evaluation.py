@@ -10,8 +10,9 @@ from minicct import backend
 from minicct.training.metrics import topk_correct
 
 
-def evaluate(model, loader, device, progress=False, flip=False):
+def evaluate(model, loader, device, progress=False, flip=False, forward=None):
     """Mean cross-entropy and top-1/top-5 accuracy (%) over ``loader`` (x normalised, y int labels).
+    forward: None, or a ``graph_step.GraphForward`` (host batch -> logits, the forward as a CUDA graph).
 
     flip: test-time augmentation; the logits are the mean of the image's and its mirror image's
     (x[..., ::-1], the width axis), at twice the cost.
@@ -26,11 +27,16 @@ def evaluate(model, loader, device, progress=False, flip=False):
     try:
         with no_grad():
             for x, y in loader:
-                x = backend.to_device(x, device)
-                logits = backend.to_numpy(parallel.forward(model, Tensor(x)).data).astype(np.float64)
-                if flip:
-                    mirror = backend.get_array_module(x).ascontiguousarray(x[..., ::-1])
-                    logits = 0.5 * (logits + backend.to_numpy(parallel.forward(model, Tensor(mirror)).data))
+                if forward is not None:      # the forward as a CUDA graph replay
+                    logits = backend.to_numpy(forward(x)).astype(np.float64)
+                    if flip:
+                        logits = 0.5 * (logits + backend.to_numpy(forward(np.ascontiguousarray(x[..., ::-1]))))
+                else:
+                    x = backend.to_device(x, device)
+                    logits = backend.to_numpy(parallel.forward(model, Tensor(x)).data).astype(np.float64)
+                    if flip:
+                        mirror = backend.get_array_module(x).ascontiguousarray(x[..., ::-1])
+                        logits = 0.5 * (logits + backend.to_numpy(parallel.forward(model, Tensor(mirror)).data))
                 y = np.asarray(y)
                 # cross-entropy from a stable log-softmax: logsumexp(z) - z[label]
                 zmax = logits.max(axis=1, keepdims=True)

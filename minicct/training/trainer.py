@@ -126,7 +126,7 @@ def set_lr(optimizer, lr):
 
 # ---- one epoch --------------------------------------------------------------------------------------
 def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, progress=True, log=print,
-                    schedule=None, ema=None):
+                    schedule=None, ema=None, graph_step=None):
     """Train over one pass of ``loader``; returns {'train_loss', 'img_per_s', 'data_wait', 'epoch_time',
     'steady_time'} (the last: the epoch's time at the pace of its last three quarters, without the
     start-up of the first steps; what --time-limit plans with).
@@ -136,6 +136,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
     schedule: None (lr fixed for the epoch), or a callable ``schedule(fraction) -> lr`` that sets the
     learning rate before each update, ``fraction`` = step / steps of this epoch (--sched-on-updates).
     ema: None, or a ``WeightEMA`` updated after every optimizer step (--ema).
+    graph_step: None, or a ``graph_step.GraphStep`` (--cuda-graph on) that does forward, backward and
+    update on host batches; its loss is checked after the update (a replay cannot stop half-way).
     """
     from minicct import Tensor, parallel
     from minicct import functional as F
@@ -152,17 +154,22 @@ def train_one_epoch(model, loader, optimizer, device, epoch, total_epochs, lr, p
                 t_quarter = time.perf_counter()
             if schedule is not None:
                 lr = schedule(step / steps)
-            x = Tensor(backend.to_device(x, device))
-            y = Tensor(backend.to_device(y, device))
-            # loss = F.cross_entropy(model(x), y); loss.backward() -- on all cores (minicct.parallel)
-            value = parallel.forward_backward(model, F.cross_entropy, x, y)
-            if not math.isfinite(value):
-                raise NonFiniteLoss(epoch, step, steps, value)
-            optimizer.step()
-            optimizer.zero_grad()
+            n = len(x)
+            if graph_step is not None:      # the whole step as one CUDA graph replay
+                value = graph_step(x, y)
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(epoch, step, steps, value)
+            else:
+                x = Tensor(backend.to_device(x, device))
+                y = Tensor(backend.to_device(y, device))
+                # loss = F.cross_entropy(model(x), y); loss.backward() -- on all cores (minicct.parallel)
+                value = parallel.forward_backward(model, F.cross_entropy, x, y)
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(epoch, step, steps, value)
+                optimizer.step()
+                optimizer.zero_grad()
             if ema is not None:
                 ema.update()
-            n = x.shape[0]
             loss_mean.update(value, n)
             seen += n
             rate = seen / (time.perf_counter() - t0)
@@ -239,6 +246,12 @@ class Trainer:
             self._restore(resume)
         else:
             self.csv.truncate(0)  # a new run in a folder with an old metrics.csv starts it afresh
+        self.graph_step = self.graph_forward = None
+        if config.run.cuda_graph == "on":     # after the restore: the optimizer's state is final
+            from minicct import functional as F
+            from minicct.training.graph_step import GraphForward, GraphStep
+            self.graph_step = GraphStep(self.model, self.optimizer, F.cross_entropy)
+            self.graph_forward = GraphForward(self.model)
 
     @property
     def total_epochs(self):
@@ -288,14 +301,16 @@ class Trainer:
             per_update = lambda fraction: set_lr(self.optimizer, self.schedule.lr_at(epoch + fraction))  # noqa: E731
         try:
             stats = train_one_epoch(self.model, self.train_loader, self.optimizer, self.device, epoch,
-                                    self.total_epochs, lr, self.progress, self.log, per_update, self.ema)
+                                    self.total_epochs, lr, self.progress, self.log, per_update, self.ema,
+                                    self.graph_step)
         except NonFiniteLoss as e:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
                                 self.checkpoint_last if done and self.checkpoint_last.is_file() else None) from None
         trained = time.perf_counter()
         with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
-            stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip))
+            stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip,
+                                  forward=self.graph_forward))
         row = {"epoch": epoch, "lr": lr, **stats}
         is_best = self.best is None or row["test_top1"] > self.best["test_top1"]
         if is_best:
@@ -349,7 +364,8 @@ class Trainer:
         else:
             what = f"images of {self.train_set.img_size}px"
         lines = [f"{model} on {c.run.dataset}: {len(self.train_set)} train / {len(self.test_set)} test {what}, "
-                 f"{plural(self.train_set.num_classes, 'class', 'classes')}; device {self.device}{preset}",
+                 f"{plural(self.train_set.num_classes, 'class', 'classes')}; device {self.device}"
+                 f"{' (step and evaluation as CUDA graphs)' if c.run.cuda_graph == 'on' else ''}{preset}",
                  f"  AdamW lr {c.optim.lr:g} wd {c.optim.weight_decay:g}, batch {c.optim.batch_size}; "
                  f"{describe_schedule(c.schedule)}",
                  f"  {aug}"]

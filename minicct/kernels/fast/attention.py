@@ -23,6 +23,7 @@ import math
 from typing import NamedTuple
 
 from minicct.backend import get_array_module
+from minicct.kernels import dispatch
 from minicct.kernels.attention import check_key_mask, check_sdpa_shapes, mask_scores
 from minicct.kernels.dropout import keep_mask_of
 
@@ -98,7 +99,7 @@ def _attend(q, k, v, dropout_p, keep, key_mask=None):
     xp = get_array_module(q)
     scale = q.shape[-1] ** -0.5
     qs = q * scale
-    P = qs @ xp.swapaxes(k, -1, -2)         # S
+    P = dispatch.matmul(qs, xp.swapaxes(k, -1, -2))   # S
     if key_mask is not None:                 # padded keys: score -inf, so weight exactly 0
         mask_scores(P, key_mask)
     P -= P.max(axis=-1, keepdims=True)      # stable softmax, in place
@@ -108,7 +109,7 @@ def _attend(q, k, v, dropout_p, keep, key_mask=None):
         norm *= 1.0 / (1.0 - dropout_p) if dropout_p < 1.0 else 0.0   # p = 1: A = 0, no gradient
     P *= norm                               # P' (= P without dropout)
     A = P if keep is None else P * keep
-    return A @ v, BlockCache(qs, k, v, P, keep, dropout_p, scale)
+    return dispatch.matmul(A, v), BlockCache(qs, k, v, P, keep, dropout_p, scale)
 
 
 def _attend_backward(gy, cache):
@@ -116,18 +117,18 @@ def _attend_backward(gy, cache):
     qs, k, v, P, keep, p, scale = cache
     xp = get_array_module(gy)
     A = P if keep is None else P * keep
-    gv = xp.swapaxes(A, -1, -2) @ gy
+    gv = dispatch.matmul(xp.swapaxes(A, -1, -2), gy)
     del A
-    g = gy @ xp.swapaxes(v, -1, -2)          # gradient of A
+    g = dispatch.matmul(gy, xp.swapaxes(v, -1, -2))   # gradient of A
     if keep is not None:
         g *= keep                            # g = gA * keep
     # Softmax Jacobian through P' = P / (1 - p): gS = P' * (g - (1 - p) sum(g * P')).
-    s = xp.einsum("...ij,...ij->...i", g, P)[..., None]
+    s = dispatch.row_dots(g, P)[..., None]
     if keep is not None:
         s *= 1.0 - p
     g -= s
     g *= P
-    gq = g @ k
+    gq = dispatch.matmul(g, k)
     gq *= scale                              # S = (q * scale) k^T
-    gk = xp.swapaxes(g, -1, -2) @ qs
+    gk = dispatch.matmul(xp.swapaxes(g, -1, -2), qs)
     return gq, gk, gv

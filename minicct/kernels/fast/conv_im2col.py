@@ -30,6 +30,7 @@ import math
 from typing import NamedTuple
 
 from minicct.backend import get_array_module
+from minicct.kernels import dispatch
 from minicct.kernels.conv import check_args, conv_output_size
 
 
@@ -124,7 +125,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     cols = cols.reshape(C * KH * KW, g.M)
 
     w2 = w.reshape(O, C * KH * KW)
-    Y = cols.T @ w2.T                                  # (M, O): the one GEMM
+    Y = dispatch.matmul(cols.T, w2.T)                  # (M, O): the one GEMM
     if b is not None:
         Y += b
     return g.outputs(Y), Im2colCache(cols, w, b is not None, g)
@@ -143,7 +144,7 @@ def _weight_grad(cols, gY, block):
     such trouble, so on a GPU (dispatch binds block=None) it is one product.
     """
     if block is None:
-        return cols @ gY
+        return dispatch.matmul(cols, gY)
     xp = get_array_module(cols)
     K, M = cols.shape
     acc = xp.zeros((K, gY.shape[1]), dtype=gY.dtype)
@@ -175,7 +176,7 @@ def conv2d_backward(gy, cache, need_gx=True, need_gw=True, gw_block="default"):
     gw = _weight_grad(cols, gY, block).T.reshape(w.shape) if need_gw else None
     gx = None
     if need_gx:
-        gcols = (w.reshape(O, -1).T @ gY.T).reshape(C, KH, KW, *g.grid_shape)  # (C*KH*KW, M)
+        gcols = dispatch.matmul(w.reshape(O, -1).T, gY.T).reshape(C, KH, KW, *g.grid_shape)  # (C*KH*KW, M)
         gbuf = xp.zeros((C, g.T), dtype=gy.dtype)
         for i in range(KH):
             for j in range(KW):
