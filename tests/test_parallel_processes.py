@@ -328,3 +328,20 @@ def test_the_pool_closes_at_exit():
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert wait_gone(workers, 1.0) == []
+
+
+def test_an_inline_lambda_loss_keeps_the_pool():
+    """A loss written inline is a new function object every step: the same code over the same
+    objects keeps the workers; another function makes new ones."""
+    model = tiny(attention_dropout=0.0, stochastic_depth=0.0)
+    x, y = batch(6)
+    values = []
+    for _ in range(2):
+        values.append(parallel.forward_backward(model, lambda z, t: F.cross_entropy(z, t), x, y, threads=2,
+                                                mode="processes"))
+        if len(values) == 1:
+            pids = processes.worker_pids()
+    assert processes.worker_pids() == pids and values[0] == values[1]
+    scale = 2.0
+    parallel.forward_backward(model, lambda z, t: F.cross_entropy(z, t) * scale, x, y, threads=2, mode="processes")
+    assert processes.worker_pids() != pids

@@ -82,8 +82,9 @@ def _use_processes(model, x, workers, mode):
 def forward_backward(model, loss_fn, x, y, threads=None, micro_batch=MICRO_BATCH, mode=None) -> float:
     """``loss = loss_fn(model(x), y); loss.backward()`` over slices of the batch on every core.
 
-    model: a Module; loss_fn(logits, y) -> a mean over the batch (e.g. ``F.cross_entropy``; the
-    same function every call: in processes a new one means new workers);
+    model: a Module; loss_fn(logits, y) -> a mean over the batch (e.g. ``F.cross_entropy``). The
+    worker processes hold the model and loss_fn they were forked with: another model, another
+    function (not one more ``lambda`` from the same line) or other parameter shapes make new workers;
     x: (N, ...) Tensor or array; y: (N, ...) targets. Each parameter's gradient is *added* to its
     ``.grad``, as ``backward()`` does; a parameter with ``requires_grad`` False gets none.
     Returns the batch's loss as a float.

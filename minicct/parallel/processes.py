@@ -90,6 +90,21 @@ def _signature(model):
             tuple(map(id, model.modules())))
 
 
+def _same_function(a, b):
+    """``a is b``, or two closures made by one ``lambda``/``def`` over the same objects (a loss
+    written inline in a loop is a new function object every call, but computes the same)."""
+    if a is b:
+        return True
+    code = getattr(a, "__code__", None)
+    if code is None or code is not getattr(b, "__code__", None) or a.__defaults__ != b.__defaults__:
+        return False
+    try:
+        return a.__globals__ is b.__globals__ and all(
+            x.cell_contents is y.cell_contents for x, y in zip(a.__closure__ or (), b.__closure__ or ()))
+    except ValueError:   # an empty cell
+        return False
+
+
 def _set_modes(modules, training):
     for m, mode in zip(modules, training):
         object.__setattr__(m, "training", mode)
@@ -220,7 +235,7 @@ class _Pool:
 
     def fits(self, model, loss_fn, workers, n, x_spec, y_spec):
         return (not self.closed and self.owner == os.getpid() and self.model_ref() is model
-                and (loss_fn is None or loss_fn is self.loss_fn) and self.workers == workers
+                and (loss_fn is None or _same_function(loss_fn, self.loss_fn)) and self.workers == workers
                 and self.capacity >= n and self.x_spec == x_spec and (y_spec is None or y_spec == self.y_spec)
                 and self.signature == _signature(model))
 
