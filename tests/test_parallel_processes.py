@@ -345,3 +345,12 @@ def test_an_inline_lambda_loss_keeps_the_pool():
     scale = 2.0
     parallel.forward_backward(model, lambda z, t: F.cross_entropy(z, t) * scale, x, y, threads=2, mode="processes")
     assert processes.worker_pids() != pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc: Linux")
+def test_workers_report_their_memory():
+    """For the benchmark: each worker's resident memory at the fork and its peak since."""
+    model = tiny()
+    parallel.forward_backward(model, F.cross_entropy, *batch(6), threads=2, mode="processes")
+    mem = processes.worker_memory_mb()
+    assert len(mem) == 2 and all(0 < start <= peak for start, peak in mem), mem

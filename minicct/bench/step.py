@@ -256,6 +256,15 @@ def memory_child(framework, name, batch, steps, device):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
     out.update(before_mb=(before or 0) / 1024, peak_mb=peak / 1024, exact=exact)
     out["training_mb"] = out["peak_mb"] - out["before_mb"]
+    if framework == "minicct":
+        # Worker processes (minicct.parallel on Linux): what each added to the pages it shares with
+        # this process counts too, in the peak and in training.
+        from minicct.parallel import processes
+        workers = processes.worker_memory_mb()
+        if workers:
+            out["workers_mb"] = sum(peak - start for start, peak in workers)
+            out["peak_mb"] += out["workers_mb"]
+            out["training_mb"] += out["workers_mb"]
     return out
 
 
@@ -491,7 +500,8 @@ def main(args):
           "\nmemory: each framework in a fresh "
           "process; 'peak RSS' = the highest resident set during the steps (VmHWM reset after set-up), "
           "'training MB' = peak minus the RSS before the first step (activations, gradients, "
-          "optimizer state, temporaries; the interpreter, libraries and weights excluded).")
+          "optimizer state, temporaries; the interpreter, libraries and weights excluded); "
+          "minicct's worker processes add the peak memory each added after its fork to both.")
 
     data = None
     if args.epoch_steps:

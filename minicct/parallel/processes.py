@@ -137,6 +137,18 @@ def _die_with_parent(parent_pid):
         os._exit(0)
 
 
+def _status_kb(field):
+    """A field of /proc/self/status in kB (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _worker(pool, rank, conn, model, loss_fn, parent_pid):
     """Worker ``rank``: answer the main process's messages until told to close or its pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle
@@ -146,6 +158,7 @@ def _worker(pool, rank, conn, model, loss_fn, parent_pid):
     for t, shared in zip(_tensors(model), pool.state):
         t.data = shared   # the main process copies the current values in before every call
     slot = pool.slots[rank]
+    start_kb = _status_kb("VmRSS")   # mostly the main process's pages, shared until written
     with backend.limit_blas_threads(1):
         while True:
             try:
@@ -154,6 +167,9 @@ def _worker(pool, rank, conn, model, loss_fn, parent_pid):
                 return
             if msg[0] == "close":
                 return
+            if msg[0] == "memory":
+                conn.send(("ok", start_kb, _status_kb("VmHWM")))
+                continue
             try:
                 reply = ("ok",) + _work(msg, pool, slot, model, loss_fn, params, modules)
             except Exception:
@@ -332,6 +348,16 @@ def close():
 def worker_pids():
     """The process ids of the current pool's workers ([] when there is none)."""
     return [] if _pool is None or _pool.closed else [p.pid for p in _pool.procs]
+
+
+def worker_memory_mb():
+    """[(resident MB when forked, peak resident MB since), ...] of the current pool's workers ([]
+    when there is none, or on a system without /proc). What a worker added itself is about the
+    difference: at the fork it shares the main process's pages, and counts them as resident."""
+    if _pool is None or _pool.closed:
+        return []
+    out = [(start, peak) for start, peak in _pool.run([("memory",)] * _pool.workers)]
+    return [] if any(v is None for pair in out for v in pair) else [(a / 1024, b / 1024) for a, b in out]
 
 
 def _forget_in_child():
