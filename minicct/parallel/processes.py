@@ -110,15 +110,16 @@ def _set_modes(modules, training):
         object.__setattr__(m, "training", mode)
 
 
-def _output_spec(model, x_spec):
-    """(shape of one sample's output, dtype): the model run on one zero sample, in evaluation mode
-    (no dropout stream drawn from), in the main process, once per pool."""
+def _output_spec(model, sample):
+    """(shape of one sample's output, dtype): the model run on ``sample`` (1, ...), the first of the
+    batch (any made-up input could be one the model refuses), in evaluation mode (no dropout stream
+    drawn from), in the main process, once per pool."""
     modules = list(model.modules())
     before = [m.training for m in modules]
     model.eval()
     try:
         with no_grad():
-            out = model(Tensor._wrap(np.zeros((1, *x_spec[0]), x_spec[1]))).data
+            out = model(Tensor._wrap(sample)).data
     finally:
         _set_modes(modules, before)
     return out.shape[1:], out.dtype
@@ -213,12 +214,12 @@ def _work(msg, pool, slot, model, loss_fn, params, modules):
 class _Pool:
     """``workers`` forked processes and the shared memory they work in, for one model."""
 
-    def __init__(self, model, loss_fn, workers, capacity, x_spec, y_spec):
+    def __init__(self, model, loss_fn, workers, capacity, x_spec, y_spec, sample):
         self.owner, self.closed = os.getpid(), False
         self.model_ref, self.loss_fn, self.signature = weakref.ref(model), loss_fn, _signature(model)
         self.workers, self.capacity, self.x_spec, self.y_spec = workers, capacity, x_spec, y_spec
         tensors, params = _tensors(model), list(model.parameters())
-        out_shape, out_dtype = _output_spec(model, x_spec)
+        out_shape, out_dtype = _output_spec(model, sample)
         specs = [(t.data.shape, t.data.dtype) for t in tensors]
         specs += [(p.data.shape, p.data.dtype) for _ in range(workers) for p in params]
         specs += [((capacity, *x_spec[0]), x_spec[1]), ((capacity, *out_shape), out_dtype)]
@@ -333,7 +334,7 @@ def _pool_for(model, loss_fn, workers, x, y):
                 loss_fn, y_spec = old.loss_fn, old.y_spec
         old.close()
     _pool = None
-    _pool = _Pool(model, loss_fn, workers, capacity, x_spec, y_spec)
+    _pool = _Pool(model, loss_fn, workers, capacity, x_spec, y_spec, x[:1])
     return _pool
 
 
