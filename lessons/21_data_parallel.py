@@ -10,7 +10,9 @@ What you will learn
     * how each slice gets dropout masks of its own and stays reproducible whatever order the
       threads run in;
     * that ``minicct.parallel.forward_backward`` is exactly this, and gives the whole batch's
-      loss and gradients.
+      loss and gradients;
+    * why the workers are processes on Linux (each has its own Python interpreter), and that a
+      training loop of your own gets every core from that one call.
 
 What it builds on
     Lesson 05 (softmax regression and its gradient), lesson 11 (dropout), lesson 17 (the
@@ -189,5 +191,33 @@ for _ in range(2):
 (la, ga), (lb, gb) = runs
 assert la == lb and all(np.array_equal(ga[n], gb[n]) for n in ga)
 print("   with dropout and drop-path: two seeded runs in 3 threads give identical losses and gradients")
+
+# --------------------------------------------------------------------------------------------------
+print("\n6. Threads or processes, and your own training loop")
+# Threads share one Python interpreter, and only one thread runs Python at a time: the few
+# milliseconds of Python per micro-batch (autograd bookkeeping, the layers' code) do not overlap.
+# So on Linux the workers are processes, forked once: each is a copy of this process (it already
+# has the model), with the parameters, the gradients and the batch in memory they all share. The
+# recipe is the one above -- weighted pieces, sums added in a fixed order, a generator per piece --
+# so both kinds of worker give the same bits:
+outs = {}
+for mode in ("threads", "processes"):
+    minicct.manual_seed(1)
+    model = models.create_model("cct_2_3x2_32", embedding_dim=32, num_layers=2, num_heads=2, mlp_ratio=1,
+                                in_planes=16, attention_dropout=0.2, stochastic_depth=0.2)
+    loss = parallel.forward_backward(model, F.cross_entropy, xb, yb, threads=2, micro_batch=3, mode=mode)
+    outs[mode] = loss, {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+(lt, gt), (lp, gp) = outs["threads"], outs["processes"]
+assert lt == lp and all(np.array_equal(gt[n], gp[n]) for n in gt)
+print(f"   2 threads and 2 processes, with dropout: loss {lt:.6f} both, gradients identical to the bit")
+
+# A loop of your own: replace the two lines `loss = F.cross_entropy(model(x), y); loss.backward()`
+# by the one call; everything else stays (MINICCT_PARALLEL=threads|processes picks the workers).
+opt = minicct.optim.AdamW(model.parameters(), lr=1e-3)
+for step in range(3):
+    model.zero_grad()
+    loss = parallel.forward_backward(model, F.cross_entropy, xb, yb)   # every core, the same gradients
+    opt.step()
+    print(f"   your loop, step {step}: loss {loss:.4f}")
 
 print("\nAll claims of lesson 21 hold.")

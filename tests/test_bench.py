@@ -27,6 +27,7 @@ def test_step_quick(tmp_path):
     model = result["models"][0]
     assert model["model"] == "cct_2_3x2_32"
     assert model["minicct"]["step_ms"] > 0 and model["minicct"]["eval_img_s"] > 0
+    assert "a user's own loop" in out and all(model["user_loop"][k] > 0 for k in ("trainer", "plain", "parallel"))
     assert model["memory"]["minicct"]["peak_mb"] > 0, model["memory"]
     assert result["data"]["steps"] > 0 and "SYNTHETIC" in result["data"]["data"]
 

@@ -206,7 +206,7 @@ def parallel_masks(seed, steps=2, n=8, d=64, threads=2, micro_batch=2):
     for _ in range(steps):
         model.seen = []
         parallel.forward_backward(model, lambda y, t: (y * y).mean(), x, np.zeros(n),
-                                  threads=threads, micro_batch=micro_batch)
+                                  threads=threads, micro_batch=micro_batch, mode="threads")   # seen here
         out.append(dict(model.seen))
     return out
 

@@ -8,6 +8,9 @@ whole 390-batch epoch of the pipeline: about 12 minutes. For each model, batch 1
   (train mode: attention dropout and drop-path on, soft targets as Mixup makes them), median ms,
   images/s, effective GFLOP/s and that rate as a fraction of a large sgemm measured in the same run;
 * evaluation images/s (eval mode, no graph);
+* a user's own loop against the trainer's step: the plain ``loss = F.cross_entropy(model(x), y);
+  loss.backward()`` (one thread) and the same with ``parallel.forward_backward`` (every core),
+  each followed by ``opt.step(); opt.zero_grad()``;
 * peak resident memory of training, each framework in a fresh child process;
 * on a GPU, the same step as one CUDA graph (``minicct.training.graph_step``: captured once, replayed
   per step, the batch copied into its static buffers each time). Until minicct has a random generator
@@ -110,6 +113,27 @@ class MinicctRunner:
     def step(self):
         """One training step, as ``minicct.training.trainer.train_one_epoch`` runs it: forward and
         backward over slices of the batch on every core (``minicct.parallel``), then AdamW."""
+        from minicct import functional as F, parallel
+        value = parallel.forward_backward(self.model, F.cross_entropy, self.x, self.y)
+        self.opt.step()
+        self.opt.zero_grad()
+        sync(self.xp)
+        return value
+
+    def user_step(self):
+        """A user's own loop as the lessons first teach it: one forward and backward in this thread."""
+        from minicct import functional as F
+        loss = F.cross_entropy(self.model(self.x), self.y)
+        value = float(loss.item())
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        sync(self.xp)
+        return value
+
+    def user_parallel_step(self):
+        """The same loop with its two lines ``loss = ...; loss.backward()`` replaced by the one call
+        that uses every core (what the trainer does too)."""
         from minicct import functional as F, parallel
         value = parallel.forward_backward(self.model, F.cross_entropy, self.x, self.y)
         self.opt.step()
@@ -276,6 +300,15 @@ def memory_child(framework, name, batch, steps, device):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
     out.update(before_mb=(before or 0) / 1024, peak_mb=peak / 1024, exact=exact)
     out["training_mb"] = out["peak_mb"] - out["before_mb"]
+    if framework == "minicct":
+        # Worker processes (minicct.parallel on Linux): what each added to the pages it shares with
+        # this process counts too, in the peak and in training.
+        from minicct.parallel import processes
+        workers = processes.worker_memory_mb()
+        if workers:
+            out["workers_mb"] = sum(peak - start for start, peak in workers)
+            out["peak_mb"] += out["workers_mb"]
+            out["training_mb"] += out["workers_mb"]
     return out
 
 
@@ -402,6 +435,10 @@ def bench_model(name, batch, device, repeat, warmup, torch, tdev, sgemm):
         r[k] = dict(step_ms=ms, step_ms_all=[1e3 * t for t in steps[k]], img_s=batch / ms * 1e3,
                     gflops=step_flop / ms / 1e6, of_sgemm=step_flop / ms / 1e6 / sgemm,
                     eval_img_s=batch / _ms(evals[k]) * 1e3)
+    # A user's own loop, against the trainer's step (alternating, fewer repetitions).
+    loops = time_alternately({"trainer": ours.step, "plain": ours.user_step, "parallel": ours.user_parallel_step},
+                             1, max(2, repeat // 2))
+    r["user_loop"] = {k: _ms(ts) for k, ts in loops.items()}
     if theirs is not None:
         r["ratio"] = r["minicct"]["step_ms"] / r["torch"]["step_ms"]
         r["eval_ratio"] = r["torch"]["eval_img_s"] / r["minicct"]["eval_img_s"]
@@ -458,7 +495,8 @@ def main(args):
     if args.device == "gpu":
         how = "CuPy, whole batch per pass"
     else:
-        how = (f"{threads} thread(s) over slices of the batch, micro-batches of {parallel.MICRO_BATCH}, "
+        kind = parallel.default_mode() if threads > 1 else "thread"
+        how = (f"{threads} {kind} over slices of the batch, micro-batches of {parallel.MICRO_BATCH}, "
                + ("1 BLAS thread each" if threads > 1 else f"{backend.blas_threads()} BLAS threads")
                + " (minicct.parallel)"
                + ("; malloc keeps freed memory (backend.keep_freed_memory), for both frameworks"
@@ -514,6 +552,13 @@ def main(args):
         notes.append(f"{name}: {r['step_gflop']:.1f} GFLOP per step ({r['macs_per_image'] / 1e6:.1f} M MACs "
                      f"per image x {args.batch} x 2 FLOP/MAC x 3)")
 
+    print("\na user's own loop (minicct), against the trainer's step, timed alternately:")
+    for r in results:
+        u = r["user_loop"]
+        print(f"  {r['model']}: trainer step {u['trainer']:.1f} ms; `loss = F.cross_entropy(model(x), y); "
+              f"loss.backward()` {u['plain']:.1f} ms (x {u['plain'] / u['trainer']:.2f}); "
+              f"`parallel.forward_backward(model, F.cross_entropy, x, y)` {u['parallel']:.1f} ms "
+              f"(x {u['parallel'] / u['trainer']:.2f}); each + AdamW step + zero_grad")
     print("\n" + "\n".join(notes))
     print(f"step: forward + backward + AdamW at batch {args.batch}, median of {args.repeat} "
           f"(first model) / {args.repeat_large} (others) after {args.warmup} warm-up, the frameworks "
@@ -523,7 +568,8 @@ def main(args):
           "\nmemory: each framework in a fresh "
           "process; 'peak RSS' = the highest resident set during the steps (VmHWM reset after set-up), "
           "'training MB' = peak minus the RSS before the first step (activations, gradients, "
-          "optimizer state, temporaries; the interpreter, libraries and weights excluded).")
+          "optimizer state, temporaries; the interpreter, libraries and weights excluded); "
+          "minicct's worker processes add the peak memory each added after its fork to both.")
 
     data = None
     if args.epoch_steps:
