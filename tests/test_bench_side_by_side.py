@@ -238,6 +238,23 @@ def test_bad_flags_one_line(argv, words, data, tmp_path, capsys):
     assert words in err, err
 
 
+def test_the_second_side_may_start_beside_the_first(tmp_path):
+    """One side after the other in one --out: the second starts without --resume when the settings
+    match; a side that already ran there, or other settings, is one clear error."""
+    from types import SimpleNamespace
+    out = tmp_path / "o"
+    args = SimpleNamespace(epochs=20, seed=0, train_limit=None, test_limit=None, resume=False)
+    sbs._settings(args, out, ["minicct"])
+    (out / "minicct").mkdir()
+    (out / "minicct" / "last.npz").write_bytes(b"")
+    sbs._settings(args, out, ["torch"])                                 # the PyTorch side next: fine
+    with pytest.raises(sbs.UsageError, match="already holds the minicct side's run"):
+        sbs._settings(args, out, ["minicct"])
+    with pytest.raises(sbs.UsageError, match="--epochs 20"):
+        sbs._settings(SimpleNamespace(**{**vars(args), "epochs": 10}), out, ["torch"])
+    sbs._settings(SimpleNamespace(**{**vars(args), "resume": True}), out, ["minicct"])   # resuming: fine
+
+
 def test_no_data_one_line(tmp_path, capsys):
     from minicct.bench.__main__ import main
     assert main(["side-by-side", "--data-dir", str(tmp_path), "--sides", "minicct"]) == 2

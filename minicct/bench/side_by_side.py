@@ -525,22 +525,27 @@ def _check(args):
     return [s for s in SIDES if s in sides]   # minicct first: its workers fork before torch is imported
 
 
-def _settings(args, out):
-    """Check --out against --resume: a new run needs a folder without checkpoints, a resumed one the
-    same settings as the run it continues. Writes <out>/settings.json."""
+CHECKPOINTS = {"minicct": "minicct/last.npz", "torch": "torch/last.pt"}
+
+
+def _settings(args, out, sides):
+    """Check --out against --resume: a side starts in a folder where it has no checkpoint (the other
+    side may have run there already, with the same settings: the two sides one after the other), and
+    a resumed run needs the same settings as the run it continues. Writes <out>/settings.json."""
     mine = {k: getattr(args, k) for k in SETTINGS_KEYS}
     path = out / "settings.json"
-    has_run = path.is_file() or (out / "minicct" / "last.npz").is_file() or (out / "torch" / "last.pt").is_file()
-    if args.resume:
-        if not has_run:
-            raise UsageError(f"--resume: {out} holds no run to continue; drop --resume to start one")
-        saved = json.loads(path.read_text()) if path.is_file() else mine
-        diff = [k for k in SETTINGS_KEYS if saved.get(k) != mine[k]]
-        if diff:
-            raise UsageError(f"--resume: {out} holds a run with " + ", ".join(
-                f"--{k.replace('_', '-')} {saved.get(k)}" for k in diff) + ": give the same values, or another --out")
-    elif has_run:
-        raise UsageError(f"--out {out} already holds a run: continue it with --resume, or choose another --out")
+    started = [s for s in SIDES if (out / CHECKPOINTS[s]).is_file()]
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    if args.resume and not started and saved is None:
+        raise UsageError(f"--resume: {out} holds no run to continue; drop --resume to start one")
+    if not args.resume and any(s in started for s in sides):
+        side = next(s for s in sides if s in started)
+        raise UsageError(f"--out {out} already holds the {LABELS[side]} side's run: continue it with --resume, "
+                         f"or choose another --out")
+    diff = [k for k in SETTINGS_KEYS if saved is not None and saved.get(k) != mine[k]]
+    if diff:
+        raise UsageError(f"{'--resume: ' if args.resume else ''}{out} holds a run with " + ", ".join(
+            f"--{k.replace('_', '-')} {saved.get(k)}" for k in diff) + ": give the same values, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(mine, indent=1) + "\n")
 
@@ -565,7 +570,7 @@ def _main(args):
     if len(train) < batch:
         raise UsageError(f"--train-limit {args.train_limit}: fewer images than one batch of the recipe "
                          f"({batch}); give at least {batch}")
-    _settings(args, out)
+    _settings(args, out, sides)
     if args.threads:
         os.environ["MINICCT_THREADS"] = str(args.threads)
     sched = scaled_schedule(args.epochs)
