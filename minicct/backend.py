@@ -228,6 +228,18 @@ def limit_blas_threads(n):
             handles[0](before)
 
 
+def status_kb(field):
+    """A field of /proc/self/status in kB (Linux: 'VmRSS', 'VmHWM' ...), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 # ---- the C allocator -------------------------------------------------------------------------------
 _MALLOC_KEEP = None   # True once keep_freed_memory() has applied its settings
 

@@ -247,18 +247,6 @@ def time_alternately(fns, warmup, repeat):
 
 
 # ---- memory (in a fresh child process per framework) ----------------------------------------------
-def _status_kb(field):
-    """A field of /proc/self/status in kB (Linux), else None."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def _reset_peak_rss():
     """Reset the kernel's peak-RSS mark to the current RSS (Linux: write 5 to clear_refs)."""
     try:
@@ -291,11 +279,11 @@ def memory_child(framework, name, batch, steps, device):
             out["gpu_peak_mb"] = runner.torch.cuda.max_memory_reserved() / 2**20
         else:
             out["gpu_peak_mb"] = runner.xp.get_default_memory_pool().total_bytes() / 2**20
-    before = _status_kb("VmRSS")
+    before = backend.status_kb("VmRSS")
     exact = _reset_peak_rss()
     for _ in range(steps):
         runner.step()
-    peak = _status_kb("VmHWM") if exact else None
+    peak = backend.status_kb("VmHWM") if exact else None
     if peak is None:   # no /proc: the lifetime peak (ru_maxrss is kB on Linux, bytes on macOS)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1024 if sys.platform == "darwin" else 1)
     out.update(before_mb=(before or 0) / 1024, peak_mb=peak / 1024, exact=exact)

@@ -138,18 +138,6 @@ def _die_with_parent(parent_pid):
         os._exit(0)
 
 
-def _status_kb(field):
-    """A field of /proc/self/status in kB (Linux), else None."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def _worker(pool, rank, conn, model, loss_fn, parent_pid):
     """Worker ``rank``: answer the main process's messages until told to close or its pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle
@@ -159,7 +147,7 @@ def _worker(pool, rank, conn, model, loss_fn, parent_pid):
     for t, shared in zip(_tensors(model), pool.state):
         t.data = shared   # the main process copies the current values in before every call
     slot = pool.slots[rank]
-    start_kb = _status_kb("VmRSS")   # mostly the main process's pages, shared until written
+    start_kb = backend.status_kb("VmRSS")   # mostly the main process's pages, shared until written
     with backend.limit_blas_threads(1):
         while True:
             try:
@@ -169,7 +157,7 @@ def _worker(pool, rank, conn, model, loss_fn, parent_pid):
             if msg[0] == "close":
                 return
             if msg[0] == "memory":
-                conn.send(("ok", start_kb, _status_kb("VmHWM")))
+                conn.send(("ok", start_kb, backend.status_kb("VmHWM")))
                 continue
             try:
                 reply = ("ok",) + _work(msg, pool, slot, model, loss_fn, params, modules)
