@@ -25,7 +25,7 @@ def batch(n=10, seed=0):
 
 
 def grads(model):
-    return {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def test_split_covers_the_batch_evenly():

@@ -11,27 +11,16 @@ import numpy as np
 import pytest
 
 import minicct
-from minicct import functional as F, models, parallel
+from minicct import functional as F, parallel
 from minicct.errors import RunError
 from minicct.optim import AdamW
 from minicct.parallel import processes
+from test_parallel import batch, grads, tiny   # the same toy model, batch and gradient copy
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not processes.available(), reason="no fork on this platform")
 
 
-def tiny(**kw):
-    minicct.manual_seed(0)
-    return models.create_model("cct_2_3x2_32", embedding_dim=32, num_layers=2, num_heads=2, **kw)
-
-
-def batch(n=10, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, n)
-
-
-def grads(model):
-    return {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def step(mode, n, threads, micro_batch, seed=3, train=True, **kw):
