@@ -143,12 +143,18 @@ def _compile(nvrtc, src, name):
 
 class _Recorder:
     """Stands in for the cupy module while a kernel module builds its kernels: records each
-    ElementwiseKernel's (in_params, out_params, body, name) instead of compiling it."""
+    ElementwiseKernel's (in_params, out_params, body, name) and each RawModule's code instead of
+    compiling them."""
     def __init__(self):
         self.elementwise = []
+        self.raw = []
 
     def ElementwiseKernel(self, in_params, out_params, body, name, **kw):
         self.elementwise.append((in_params, out_params, body, name))
+        return None
+
+    def RawModule(self, code, **kw):
+        self.raw.append(code)
         return None
 
 
@@ -195,7 +201,7 @@ def test_every_cuda_source_compiles(monkeypatch):
     names = [n for n, _ in sources]
     # The kernels the package has today must all be found (a renamed one would silently drop out).
     for expected in ("gemm._GEMM_SRC", "norm._LN_SRC", "pool._POOL_SRC", "gelu._kernels", "adamw._kernel",
-                     "adamw._kernel_device_scalars"):
+                     "adamw._kernel_device_scalars", "philox._module"):
         assert expected in names, f"{expected} not found among {names}"
     compiled = 0
     for name, src in sources:
@@ -205,7 +211,8 @@ def test_every_cuda_source_compiles(monkeypatch):
             src.__wrapped__()
             monkeypatch.undo()
             kernels = [(f"{name}:{k[3]}", _elementwise_as_cuda(*k)) for k in rec.elementwise]
-            assert kernels, f"{name} built no ElementwiseKernel"
+            kernels += [(f"{name}:raw{i}", code.replace("%", "%%")) for i, code in enumerate(rec.raw)]
+            assert kernels, f"{name} built no kernel"
         else:
             kernels = [(name, src)]
         for kname, ksrc in kernels:
