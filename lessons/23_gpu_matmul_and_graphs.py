@@ -91,7 +91,8 @@ print(f"   say: arithmetic {flops / rate * 1e3:.2f} ms vs launching ~{kernels} k
 # A CUDA graph: CUDA records what a stream would run (stream capture) instead of running it; the
 # recorded graph is then launched as one unit, as often as we like, with no Python in between. What it
 # reads must stay where it was (static buffers), and what changes per step (the learning rate, the
-# dropout counter) must be read from device memory: minicct/training/graph_step.py.
+# dropout masks' Philox counter) must be read from device memory, and moved on by the graph itself:
+# minicct/training/graph_step.py and minicct.random.GraphStreams.
 
 # --------------------------------------------------------------------------------------------------
 print("\n4. On your GPU")

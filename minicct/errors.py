@@ -47,7 +47,7 @@ class RunError(MinicctError, RuntimeError):
 
 class GraphCaptureError(MinicctError, RuntimeError):
     """A training step cannot be captured into a CUDA graph without changing what it computes
-    (e.g. it draws random masks and no capturable generator exists): the message names the way out."""
+    (e.g. it draws random masks in graph mode with no capturable generator plugged in): the message names the way out."""
 
 
 __all__ = ["MinicctError", "DeviceError", "DatasetError", "CheckpointError", "StateDictError", "RunError",

@@ -18,8 +18,9 @@ bits, the next block): block j of the stream is philox4x32((j, id), key), four 3
 draw of n numbers takes the next ceil(n / 4) blocks for float32 (one word a number), ceil(n / 2)
 for float64 (two words), and moves the counter past them. Nothing else changes, so the state to
 save is plain ints, and a GPU run resumed from a checkpoint draws the masks it would have drawn
-(as a CPU run always did). The counter base is an argument of the draw (``kernels/philox.py``):
-the seam where a captured GPU graph will keep it in device memory and advance it itself.
+(as a CPU run always did). The block number and stream id are arguments of the draw
+(``kernels/philox.py``): a step captured as a CUDA graph keeps its stream id in device memory and
+advances it itself (``GraphStreams``, at the end of this module).
 
 The data pipeline has no generator here, on purpose: batch b of epoch e is drawn from a Generator
 made afresh from (seed, e, b) (``minicct.data.loader``), so the loader has no state to save and its
@@ -203,35 +204,109 @@ def thread_dropout(generator):
 
 # ---- masks inside a CUDA graph (issue 14) ------------------------------------------------------------
 # A graph replays the kernels it captured with the arguments they had: a mask drawn by cupy.random
-# (cuRAND, which CuPy will not capture anyway) or copied from the host would be the same mask at every
-# replay, a silent bug. A step that runs in ``backend.graph_mode()`` therefore draws from a
-# counter-based generator whose counter lives in device memory and is advanced by the draw itself
-# (the Philox stream below, once its counter lives on the device). This is its seam: ``capturable_uniform``.
-_capturable = None    # (xp, shape, dtype) -> uniforms, advancing a counter on the device; None: none yet
+# (cuRAND, which CuPy will not capture anyway) or made from host numbers would be the same mask at
+# every replay, a silent bug. So a step that runs in ``backend.graph_mode()`` draws only from the
+# generator plugged in here (``capturable``), and refuses to draw while there is none.
+_capturable = None    # a GraphStreams (or anything with its uniform / keep_mask), or None
 
 
-def set_capturable_generator(draw):
-    """Plug in the generator a CUDA graph can capture: ``draw(xp, shape, dtype)`` -> uniforms in
-    [0, 1), drawn on the array's device from a counter held there (None: unplug). Returns the old one."""
+class GraphStreams:
+    """The dropout masks of a step captured as a CUDA graph: the masks the eager step draws.
+
+    On the GPU the eager step is one piece, and draws its masks from the run's stream: blocks
+    counter, counter + 1, ... in the order of the draws, the counter moving on by each draw. In a
+    graph the counter lives in device memory (``self.counter``, one uint64): each draw's kernel
+    reads it there at every replay and adds the draw's place within the step (a plain argument,
+    the same at every replay), and a kernel at the end of the step adds the step's blocks to it.
+
+        streams = GraphStreams(cupy)           # after any restore: from the run's counter
+        streams.begin_step()                   # (Python) places within the step from 0
+        with capturable(streams), backend.graph_mode():
+            ... the step's forward and backward draw masks ...
+            streams.end_step()                 # (device) counter += the step's blocks: captured
+        streams.advance_host(blocks)           # after the step ran, eagerly or as a replay
+
+    The run's stream keeps the host copy of the counter: ``advance_host`` moves it on by the blocks
+    of each step that ran (``step_blocks`` after an eager step or a capture; a graph's is fixed), so a
+    checkpoint (``get_state``) holds the counter without reading the device, and a run resumed from
+    it, with or without a graph, draws the same masks. ``device_counter()`` reads the device copy (a
+    sync; for checks). The key and stream id are read when a step is captured: make the
+    GraphStreams after the run's state is restored.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.counter = xp.full((1,), self._run().counter, dtype=xp.uint64)
+        self.offset = 0                       # blocks drawn so far in this step (host, static)
+        self.step_blocks = 0                  # blocks the last step drew
+
+    @staticmethod
+    def _run():
+        run = dropout_generator()
+        if not isinstance(run, Philox):
+            raise GraphCaptureError("a CUDA graph draws its masks from minicct's Philox dropout stream, "
+                                    f"and this one is a {type(run).__name__}")
+        return run
+
+    def begin_step(self):
+        self.offset = 0
+
+    def _take(self, shape, dtype):
+        offset = self.offset
+        self.offset += _philox.blocks_for(math.prod(shape), dtype)
+        return offset
+
+    def uniform(self, xp, shape, dtype):
+        shape, run = tuple(shape), self._run()
+        offset = self._take(shape, dtype)
+        return _draws(xp).uniform(xp, run.key, run.stream, self.counter, shape, dtype, offset=offset)
+
+    def keep_mask(self, xp, shape, p, dtype):
+        shape, run = tuple(shape), self._run()
+        offset = self._take(shape, dtype)
+        return _draws(xp).keep_mask(xp, run.key, run.stream, self.counter, shape, p, dtype, offset=offset)
+
+    def end_step(self):
+        """On the device, inside the step (so a graph captures it): the counter moves past the
+        step's blocks."""
+        self.step_blocks = self.offset
+        if self.offset:
+            self.xp.add(self.counter, self.xp.uint64(self.offset), out=self.counter)
+
+    def advance_host(self, blocks):
+        """On the host, after a step ran (eager or replayed): the run's counter moves on by its blocks."""
+        run = self._run()
+        run.counter = (run.counter + int(blocks)) & MASK64
+
+    def device_counter(self) -> int:
+        """The counter the next step will draw from, read from the device."""
+        return int(_backend.to_numpy(self.counter)[0])
+
+
+@contextlib.contextmanager
+def capturable(streams):
+    """Within the block, graph mode draws its masks from ``streams`` (a ``GraphStreams``; None:
+    none, so graph mode refuses to draw)."""
     global _capturable
-    before, _capturable = _capturable, draw
-    return before
+    before, _capturable = _capturable, streams
+    try:
+        yield streams
+    finally:
+        _capturable = before
 
 
 def has_capturable_generator() -> bool:
-    """True once a generator a CUDA graph can capture is plugged in (``set_capturable_generator``)."""
+    """True while a generator a CUDA graph can capture is plugged in (``capturable``)."""
     return _capturable is not None
 
 
-def capturable_uniform(xp, shape, dtype):
-    """Uniform [0, 1) numbers a captured graph draws anew at every replay (see above). Raises
-    GraphCaptureError while no such generator is plugged in: never a mask frozen into the graph."""
+def _graph_generator():
     if _capturable is None:
         raise GraphCaptureError(
-            "this model draws dropout / drop-path masks, and minicct has no random generator a CUDA "
-            "graph can capture yet (a counter-based Philox stream, issue 14): use --cuda-graph off, "
-            "or set the model's dropout, attention_dropout and stochastic_depth to 0")
-    return _capturable(xp, shape, dtype)
+            "this step draws dropout / drop-path masks in graph mode with no capturable generator "
+            "plugged in (minicct.random.capturable(GraphStreams(xp)), as GraphStep does): draw outside "
+            "backend.graph_mode(), or plug one in")
+    return _capturable
 
 
 def dropout_uniform(xp, shape, dtype, generator=None):
@@ -239,7 +314,7 @@ def dropout_uniform(xp, shape, dtype, generator=None):
     given, else from this thread's dropout stream. A NumPy ``Generator`` draws on the host (then
     copied to the device); a ``Philox`` stream makes them on the device, the same on both."""
     if _backend.in_graph_mode():        # inside a CUDA graph: only a capturable generator will do
-        return capturable_uniform(xp, shape, dtype)
+        return _graph_generator().uniform(xp, shape, dtype)
     g = generator if generator is not None else dropout_generator()
     if isinstance(g, np.random.Generator):
         u = g.random(shape, dtype=dtype)
@@ -252,7 +327,7 @@ def dropout_keep(xp, shape, p, dtype, generator=None):
     ``dropout_uniform(xp, shape, dtype, generator) >= p``, from the same numbers; a ``Philox``
     stream compares integers and makes no float array."""
     if _backend.in_graph_mode():
-        return capturable_uniform(xp, shape, dtype) >= p
+        return _graph_generator().keep_mask(xp, shape, p, dtype)
     g = generator if generator is not None else dropout_generator()
     if isinstance(g, np.random.Generator):
         return dropout_uniform(xp, shape, dtype, g) >= p

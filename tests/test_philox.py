@@ -137,8 +137,24 @@ def test_keep_threshold_is_the_first_number_kept():
 def test_counter_layout_block_number_low_words_stream_id_high_words():
     c = ref.counters(np, 3, 2**32 - 1, (5 << 32) | 6)
     assert c.tolist() == [[2**32 - 1, 0, 6, 5], [0, 1, 6, 5], [1, 1, 6, 5]]
-    # the seam for a captured GPU graph: the base may be a 0-d array instead of a host int
+    # a captured GPU graph passes its counter as a uint64 device scalar, and a draw's offset apart
     np.testing.assert_array_equal(ref.counters(np, 3, np.array(2**32 - 1, np.uint64), (5 << 32) | 6), c)
+    np.testing.assert_array_equal(ref.counters(np, 3, np.array([2**32 - 4], np.uint64), (5 << 32) | 6, 3), c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_counter_as_an_array_plus_offset_draws_the_blocks_from_their_sum(dtype):
+    """uniform / keep_mask with base an array and an offset (the captured graph's call) draw the
+    blocks from base + offset on, in both NumPy versions, across the 2**64 wrap."""
+    key, stream = (11, 12), 13
+    for base, offset in ((0, 0), (5, 9), (2**64 - 2, 3)):
+        want_u = ref.uniform(np, key, stream, (base + offset) % 2**64, (5, 7), dtype)
+        want_k = ref.keep_mask(np, key, stream, (base + offset) % 2**64, (5, 7), 0.4, dtype)
+        for impl in (ref, fast):
+            array = np.array([base], np.uint64)
+            np.testing.assert_array_equal(impl.uniform(np, key, stream, array, (5, 7), dtype, offset=offset), want_u)
+            np.testing.assert_array_equal(impl.keep_mask(np, key, stream, array, (5, 7), 0.4, dtype, offset=offset),
+                                          want_k)
 
 
 def test_dispatch_picks_fast_on_numpy_in_fast_mode():
@@ -170,10 +186,13 @@ def test_same_numbers_on_the_device_as_on_numpy(xp, dtype):
             np.testing.assert_array_equal(xp.asnumpy(u), want_u, err_msg=impl.__name__)
             np.testing.assert_array_equal(xp.asnumpy(impl.keep_mask(xp, key, stream, base, shape, 0.1, dtype)),
                                           want_k, err_msg=impl.__name__)
-            # the counter base as a device scalar (what a captured graph will pass)
-            on_device = xp.asarray(base, xp.uint64)
-            np.testing.assert_array_equal(xp.asnumpy(impl.uniform(xp, key, stream, on_device, shape, dtype)),
+            # the counter as a device scalar plus an offset (what a captured graph passes)
+            on_device = xp.asarray([base - 5], xp.uint64)
+            np.testing.assert_array_equal(xp.asnumpy(impl.uniform(xp, key, stream, on_device, shape, dtype, offset=5)),
                                           want_u, err_msg=impl.__name__)
+            np.testing.assert_array_equal(
+                xp.asnumpy(impl.keep_mask(xp, key, stream, on_device, shape, 0.1, dtype, offset=5)),
+                want_k, err_msg=impl.__name__)
     assert not cuda.keep_mask(xp, key, stream, 0, (99,), 1.0, dtype).any()
 
 
@@ -204,14 +223,14 @@ struct dim3_ { unsigned int x; };
 static struct dim3_ blockIdx, blockDim = {1}, threadIdx = {0};
 """
 _DRIVER = """
-extern "C" void run(int kind, u64 base, u32 k0, u32 k1, u64 stream, long long n, u64 t, void* out) {
+extern "C" void run(int kind, u64 base, u64 offset, u32 k0, u32 k1, u64 stream, long long n, u64 t, void* out) {
     long long threads = kind < 2 ? (n + 3) / 4 : (n + 1) / 2;
     for (long long b = 0; b < threads; ++b) {       /* the grid, one GPU thread after the other */
         blockIdx.x = (unsigned)b;
-        if (kind == 0) philox_f32(&base, k0, k1, stream, n, (float*)out);
-        if (kind == 1) philox_keep32(&base, k0, k1, stream, n, (u32)t, (bool*)out);
-        if (kind == 2) philox_f64(&base, k0, k1, stream, n, (double*)out);
-        if (kind == 3) philox_keep64(&base, k0, k1, stream, n, t, (bool*)out);
+        if (kind == 0) philox_f32(&base, offset, k0, k1, stream, n, (float*)out);
+        if (kind == 1) philox_keep32(&base, offset, k0, k1, stream, n, (u32)t, (bool*)out);
+        if (kind == 2) philox_f64(&base, offset, k0, k1, stream, n, (double*)out);
+        if (kind == 3) philox_keep64(&base, offset, k0, k1, stream, n, t, (bool*)out);
     }
 }
 """
@@ -231,8 +250,8 @@ def test_the_cuda_source_run_on_the_cpu_makes_the_same_numbers(tmp_path):
     subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "k.so"), str(tmp_path / "k.cpp")],
                    check=True)
     lib = ctypes.CDLL(str(tmp_path / "k.so"))
-    lib.run.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_uint, ctypes.c_uint, ctypes.c_ulonglong,
-                        ctypes.c_longlong, ctypes.c_ulonglong, ctypes.c_void_p]
+    lib.run.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_ulonglong, ctypes.c_uint, ctypes.c_uint,
+                        ctypes.c_ulonglong, ctypes.c_longlong, ctypes.c_ulonglong, ctypes.c_void_p]
     key, stream = (0xDEADBEEF, 0x01234567), (9 << 32) | 77
     for base in (0, 2**32 - 2, 2**64 - 3):
         for n in (1, 6, 1001):
@@ -240,7 +259,9 @@ def test_the_cuda_source_run_on_the_cpu_makes_the_same_numbers(tmp_path):
                 keep = kind in (1, 3)
                 u = ref.uniform(np, key, stream, base, (n,), dtype)
                 for p in (0.3, float(u[n // 2])):                  # the second: p is a number drawn
-                    out = np.zeros(n, bool if keep else dtype)
-                    lib.run(kind, base, key[0], key[1], stream, n, ref.keep_threshold(p, dtype), out.ctypes.data)
-                    want = u >= p if keep else u
-                    np.testing.assert_array_equal(out, want, err_msg=f"kind {kind}, base {base}, n {n}, p {p}")
+                    for offset in (0, 7):                          # a graph's draw: *base + offset
+                        out = np.zeros(n, bool if keep else dtype)
+                        lib.run(kind, (base - offset) % 2**64, offset, key[0], key[1], stream, n,
+                                ref.keep_threshold(p, dtype), out.ctypes.data)
+                        want = u >= p if keep else u
+                        np.testing.assert_array_equal(out, want, err_msg=f"kind {kind}, base {base}, n {n}, p {p}")

@@ -13,9 +13,8 @@ whole 390-batch epoch of the pipeline: about 12 minutes. For each model, batch 1
   each followed by ``opt.step(); opt.zero_grad()``;
 * peak resident memory of training, each framework in a fresh child process;
 * on a GPU, the same step as one CUDA graph (``minicct.training.graph_step``: captured once, replayed
-  per step, the batch copied into its static buffers each time). Until minicct has a random generator
-  a graph can capture, that row's model has no attention dropout or drop-path (a graph refuses to
-  freeze masks), and says so;
+  per step, the batch copied into its static buffers each time), with the same attention dropout
+  and drop-path as the other rows (their masks drawn on the device, anew at every replay);
 * with PyTorch importable, the same network in plain ``torch.nn`` (``minicct.bench.torch_twin``),
   loaded from minicct's ``state_dict`` and timed *alternately* with minicct (step i of one, then step i of
   the other), so both see the same machine load; the ratio minicct / PyTorch. On a GPU also
@@ -152,8 +151,8 @@ class MinicctRunner:
 
 class GraphRunner:
     """minicct's step as one CUDA graph (``training.graph_step.GraphStep``), and evaluation as another,
-    fed host batches as the trainer feeds them. ``masks``: whether the model keeps attention dropout and
-    drop-path (only with a capturable generator plugged into ``minicct.random``)."""
+    fed host batches as the trainer feeds them; the model keeps its attention dropout and drop-path
+    (``minicct.random.GraphStreams`` draws their masks inside the graph)."""
 
     def __init__(self, name, batch, device, seed=0):
         import minicct
@@ -161,9 +160,7 @@ class GraphRunner:
         from minicct.optim import AdamW, param_groups_weight_decay
         from minicct.training.graph_step import WARMUP_STEPS, GraphForward, GraphStep
         minicct.manual_seed(seed)
-        self.masks = minicct.random.has_capturable_generator()
-        kwargs = {} if self.masks else dict(attention_dropout=0.0, stochastic_depth=0.0)
-        self.model = models.create_model(name, **kwargs).to(device)
+        self.model = models.create_model(name).to(device)
         self.opt = AdamW(param_groups_weight_decay(self.model, 0.06), lr=5.5e-4)
         self.graph = GraphStep(self.model, self.opt, F.cross_entropy)
         self.forward = GraphForward(self.model)
@@ -407,7 +404,6 @@ def bench_model(name, batch, device, repeat, warmup, torch, tdev, sgemm):
     if device == "gpu":
         graph = GraphRunner(name, batch, device)
         fns["graph"], evaluators["graph"] = graph.step, graph.evaluate
-        r["graph_masks"] = graph.masks
     if torch is not None:
         theirs = TorchRunner(ours, batch, torch, tdev)
         fns["torch"], evaluators["torch"] = theirs.step, theirs.evaluate
@@ -519,9 +515,6 @@ def main(args):
         rows = [_row(name, "minicct", "minicct", r["minicct"], mem)]
         if "graph" in r:
             rows.append(_row("", "minicct graph", "graph", r["graph"], mem))
-            if not r["graph_masks"]:
-                notes.append(f"{name}, minicct graph: without attention dropout and drop-path (no random "
-                             f"generator a CUDA graph can capture yet); the other rows keep them")
         if "torch" in r:
             rows.append(_row("", "PyTorch", "torch", r["torch"], mem))
             if "torch_compiled" in r:

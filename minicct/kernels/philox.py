@@ -26,8 +26,9 @@ threads or processes get their own). Numbers from the words, the same on every d
     keep      (w >> 8) >= ceil(float32(p) * 2**24)         = (float32 number >= p), as integers
 
 ``kernels/fast/philox.py`` computes the same words in place and in cache-sized chunks on NumPy;
-``kernels/dispatch.py`` picks. The counter base of a draw is an argument (a host int, or later a
-device scalar that a captured graph advances), so nothing here reads or moves a counter.
+``kernels/dispatch.py`` picks. A draw's first block is an argument, base + offset: the base a host
+int or a device scalar (a captured graph keeps its counter in device memory), the offset a host int
+(the draw's place within a captured step), so nothing here reads or moves a counter.
 """
 from __future__ import annotations
 
@@ -73,11 +74,26 @@ def blocks_for(count, dtype):
     return -(-count * words_per_number(dtype) // 4)
 
 
-def counters(xp, blocks, base, stream):
-    """(blocks, 4) uint32 counters: block numbers base, base + 1, ... in words 0-1, the stream id
-    in words 2-3. base: a host int or a 0-d uint64 device array (the seam for a captured graph)."""
+def as_uint64(xp, v):
+    """A block number as a 0-d uint64 array of xp: from a host int (mod 2**64), or a 0-d or
+    1-element uint64 array already on the device (what a captured graph passes)."""
+    if isinstance(v, (int, np.integer)):
+        return xp.asarray(int(v) % 2**64, dtype=xp.uint64)
+    return v.reshape(()).astype(xp.uint64, copy=False)
+
+
+def host_int(v) -> int:
+    """A block number as a Python int: a host int, or a NumPy 0-d / 1-element array."""
+    return int(v) % 2**64 if isinstance(v, (int, np.integer)) else int(np.asarray(v).reshape(()))
+
+
+def counters(xp, blocks, base, stream, offset=0):
+    """(blocks, 4) uint32 counters: block numbers base + offset, base + offset + 1, ... in words
+    0-1, the stream id in words 2-3. base: a host int or a uint64 device scalar (a captured graph
+    passes its device counter: ``minicct.random.GraphStreams``), offset: a host int."""
     j = xp.arange(blocks, dtype=xp.uint64)
-    j += base if not isinstance(base, int) else xp.uint64(base % 2**64)   # wraps mod 2**64
+    j += as_uint64(xp, base)                                   # wraps mod 2**64
+    j += xp.uint64(int(offset) % 2**64)
     ctr = xp.empty((blocks, 4), dtype=xp.uint32)
     ctr[:, 0] = j.astype(xp.uint32)
     ctr[:, 1] = (j >> xp.uint64(32)).astype(xp.uint32)
@@ -86,9 +102,9 @@ def counters(xp, blocks, base, stream):
     return ctr
 
 
-def words(xp, key, stream, base, count):
-    """The first ``count`` uint32 words of the blocks base, base + 1, ... of (key, stream)."""
-    return philox4x32(counters(xp, -(-count // 4), base, stream), key).reshape(-1)[:count]
+def words(xp, key, stream, base, count, offset=0):
+    """The first ``count`` uint32 words of the blocks base + offset, ... of (key, stream)."""
+    return philox4x32(counters(xp, -(-count // 4), base, stream, offset), key).reshape(-1)[:count]
 
 
 def to_float32(w):
@@ -105,10 +121,10 @@ def to_float64(w):
     return m.astype(xp.float64) * 2.0 ** -53
 
 
-def uniform(xp, key, stream, base, shape, dtype):
-    """Uniform [0, 1) numbers of ``shape`` and dtype (float32 or float64) from blocks base, ..."""
+def uniform(xp, key, stream, base, shape, dtype, offset=0):
+    """Uniform [0, 1) numbers of ``shape`` and dtype (float32 or float64) from blocks base + offset, ..."""
     count = math.prod(shape)
-    w = words(xp, key, stream, base, count * words_per_number(dtype))
+    w = words(xp, key, stream, base, count * words_per_number(dtype), offset)
     return (to_float64(w) if np.dtype(dtype) == np.float64 else to_float32(w)).reshape(shape)
 
 
@@ -121,14 +137,14 @@ def keep_threshold(p, dtype):
     return math.ceil(float(np.float32(p)) * 2.0 ** 24)
 
 
-def keep_mask(xp, key, stream, base, shape, p, dtype):
+def keep_mask(xp, key, stream, base, shape, p, dtype, offset=0):
     """Booleans of ``shape``: True where uniform(...) >= p (probability 1 - p), compared as integers
     so that no float array is made. Uses the same blocks as uniform(xp, ..., shape, dtype)."""
     count = math.prod(shape)
     t = keep_threshold(p, dtype)
     if np.dtype(dtype) == np.float64:
-        w = words(xp, key, stream, base, 2 * count).reshape(-1, 2).astype(xp.uint64)
+        w = words(xp, key, stream, base, 2 * count, offset).reshape(-1, 2).astype(xp.uint64)
         bits = ((w[:, 0] << xp.uint64(32)) | w[:, 1]) >> xp.uint64(11)
     else:
-        bits = words(xp, key, stream, base, count) >> xp.uint32(8)
+        bits = words(xp, key, stream, base, count, offset) >> xp.uint32(8)
     return (bits >= t).reshape(shape)

@@ -209,8 +209,8 @@ def build_parser() -> ArgumentParser:
     add(g, "--device", help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
     add(g, "--cuda-graph", choices=["off", "on"],
         help="'on' (needs --device gpu): capture the training step and evaluation as CUDA graphs and "
-             "replay them (issue 14). 'off' until a GPU run has verified it; refused for a model that "
-             "draws dropout masks until minicct has a generator a graph can capture")
+             "replay them, with the same dropout masks as 'off' (issue 14). 'off' until a GPU run has "
+             "verified it")
     add(g, "--workers", "-j", type=non_negative(int, "--workers 2"),
         help="background processes preparing batches (0 = none; default: 2 on the CPU, where the "
              "training step needs the cores, and every core but one with --device gpu)")

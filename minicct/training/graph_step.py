@@ -10,9 +10,10 @@ No Python runs during a replay, so everything the step reads must already sit in
     * no host values baked into the kernels: the learning rate and step count are device scalars
       (``AdamW.use_device_scalars``; ``load_lr()`` before each replay writes the schedule's lr),
       every matrix product is minicct's own GEMM (CuPy refuses to capture cuBLAS; graph mode), and
-      dropout masks come from a generator whose counter lives on the device
-      (``minicct.random.capturable_uniform``, the seam for the Philox stream: until it exists, a
-      model that draws masks is refused, never captured with a mask that every replay would repeat);
+      dropout, attention-dropout and drop-path masks come from the run's Philox stream with its
+      counter in device memory, advanced by a kernel of the step (``minicct.random.GraphStreams``):
+      every replay draws new masks, the very masks the eager step would draw, and none is ever
+      frozen into the graph;
     * memory of its own: the capture allocates from a private memory pool that nothing else uses
       while the graph lives, so no other array is ever handed the memory the replays write.
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicct import backend
+from minicct import backend, random
 from minicct.errors import GraphCaptureError
 
 WARMUP_STEPS = 3    # eager steps before the capture: kernels compiled, memory pools filled
@@ -139,18 +140,24 @@ class GraphStep:
         self.capture = capture if capture is not None else default_capture(self.device)
         self.warmup = int(warmup)
         self.x = self.y = self.loss = self.graph = None      # static buffers, the graph's output, the graph
+        self.graph_blocks = 0                                 # Philox blocks one replay draws
         self.steps_eager = self.steps_replayed = 0
         if not optimizer.device_scalars:
             optimizer.use_device_scalars()
+        # The masks' counter, in device memory (made now, outside any capture's memory pool).
+        self.streams = random.GraphStreams(backend.xp_for(self.device))
 
     def _step(self, x, y):
-        """The step itself on device arrays: returns the loss as a 0-d device array."""
+        """The step itself on device arrays: returns the loss as a 0-d device array. Captured, it
+        is the graph: nothing here may leave a value on the host that a replay would need."""
         from minicct import Tensor
-        with backend.graph_mode():
+        self.streams.begin_step()
+        with backend.graph_mode(), random.capturable(self.streams):
             loss = self.loss_fn(self.model(Tensor._wrap(x)), Tensor._wrap(y))
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad()
+            self.streams.end_step()              # the counter past this step's masks, on the device
         return loss.data
 
     def _static_step(self):
@@ -168,18 +175,22 @@ class GraphStep:
         if x.shape != self.x.shape or y.shape != self.y.shape:
             xp = backend.xp_for(self.device)     # another shape (the partial batch): eager, own arrays
             self.steps_eager += 1
-            return self.capture.read(self.capture.run(
-                lambda: self._step(xp.asarray(x), xp.asarray(y))))
+            loss = self.capture.run(lambda: self._step(xp.asarray(x), xp.asarray(y)))
+            self.streams.advance_host(self.streams.step_blocks)
+            return self.capture.read(loss)
         self.capture.copy_in(self.x, x)
         self.capture.copy_in(self.y, y)
         if self.graph is None and self.steps_eager < self.warmup:
             self.steps_eager += 1
             self.capture.run(self._static_step)
+            self.streams.advance_host(self.streams.step_blocks)
         else:
             if self.graph is None:
                 self.graph = self.capture.capture(self._static_step)
+                self.graph_blocks = self.streams.step_blocks     # what every replay draws
             self.capture.replay(self.graph)
             self.steps_replayed += 1
+            self.streams.advance_host(self.graph_blocks)        # the host's counter follows the device's
         return self.capture.read(self.loss)
 
 

@@ -42,7 +42,9 @@ def _round_keys(key):
 
 def _chunks(key, stream, base, blocks):
     """Yield (first block, c0, c1, c2, c3) for the blocks base, ..., base + blocks - 1, a chunk at
-    a time: c*: (n,) uint32 views, valid until the next chunk is made."""
+    a time: c*: (n,) uint32 views, valid until the next chunk is made. base: a host int or a NumPy
+    1-element array (a captured graph's counter, on NumPy in its stand-in)."""
+    base = ref.host_int(base)
     K = _round_keys(key)
     n = min(CHUNK, blocks)
     A = np.zeros((2, n), np.uint64)           # low halves: c0, c2; high halves stay 0
@@ -70,19 +72,20 @@ def _chunks(key, stream, base, blocks):
         yield first, a32[0, :, 0], b[0], a32[1, :, 0], b[1]
 
 
-def words(xp, key, stream, base, count):
-    """As ``ref.words``: the first ``count`` uint32 words of the blocks base, base + 1, ..."""
+def words(xp, key, stream, base, count, offset=0):
+    """As ``ref.words``: the first ``count`` uint32 words of the blocks base + offset, ..."""
     blocks = -(-count // 4)
     out = np.empty((blocks, 4), np.uint32)
-    for first, *c in _chunks(key, stream, base, blocks):
+    for first, *c in _chunks(key, stream, ref.host_int(base) + int(offset), blocks):
         for i in range(4):
             out[first:first + len(c[0]), i] = c[i]
     return out.reshape(-1)[:count]
 
 
-def uniform(xp, key, stream, base, shape, dtype):
+def uniform(xp, key, stream, base, shape, dtype, offset=0):
     """As ``ref.uniform`` (NumPy only)."""
     count = math.prod(shape)
+    base = ref.host_int(base) + int(offset)
     if np.dtype(dtype) == np.float64:
         return ref.to_float64(words(xp, key, stream, base, 2 * count)).reshape(shape)
     blocks = -(-count // 4)
@@ -95,9 +98,10 @@ def uniform(xp, key, stream, base, shape, dtype):
     return out.reshape(-1)[:count].reshape(shape)
 
 
-def keep_mask(xp, key, stream, base, shape, p, dtype):
+def keep_mask(xp, key, stream, base, shape, p, dtype, offset=0):
     """As ``ref.keep_mask`` (NumPy only): True where the number drawn is >= p."""
     count = math.prod(shape)
+    base = ref.host_int(base) + int(offset)
     if np.dtype(dtype) == np.float64:        # gradient checks only: the reference is fast enough
         w = words(xp, key, stream, base, 2 * count).reshape(-1, 2).astype(np.uint64)
         bits = ((w[:, 0] << np.uint64(32)) | w[:, 1]) >> np.uint64(11)
