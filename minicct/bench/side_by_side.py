@@ -55,6 +55,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from minicct.bench.common import format_table
+from minicct.cli import EXIT_ERROR, UsageError
+from minicct.errors import MinicctError
 
 MODEL = "cct_2_3x2_32"
 PAPER = dict(epochs=310, warmup=10, cooldown=10, mixup_off=175)   # the official CIFAR-10 run, in epochs
@@ -65,8 +67,8 @@ INSTALL = ("pip install --no-deps timm==1.0.31 torchvision==0.28.0 && pip instal
 PROG = "minicct.bench side-by-side"
 
 
-class UsageError(Exception):
-    """A bad flag or missing input: reported as one line, ``minicct.bench side-by-side: error: ...``."""
+# A bad flag or missing input is a UsageError (minicct.cli), and any MinicctError (a RunError from the
+# recipe's checks, a DatasetError) ends the command as one line: ``minicct.bench side-by-side: error: ...``.
 
 
 def add_arguments(p):
@@ -553,20 +555,16 @@ def _settings(args, out, sides):
 def main(args):
     try:
         return _main(args)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except MinicctError as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _main(args):
     sides = _check(args)
     out = Path(args.out)
     train, test, root = load_data(args.data_dir, args.train_limit, args.test_limit)
-    from minicct.errors import RunError
-    try:
-        batch = recipe_config(scaled_schedule(args.epochs), args.seed, 0, root, out).optim.batch_size
-    except RunError as e:
-        raise UsageError(str(e)) from None
+    batch = recipe_config(scaled_schedule(args.epochs), args.seed, 0, root, out).optim.batch_size
     if len(train) < batch:
         raise UsageError(f"--train-limit {args.train_limit}: fewer images than one batch of the recipe "
                          f"({batch}); give at least {batch}")
@@ -607,16 +605,12 @@ def _main(args):
 
     if "minicct" in sides:
         ckpt = out / "minicct" / "last.npz"
-        from minicct.errors import RunError
         from minicct.training.runs import find_resume
-        try:
-            config_m = recipe_config(sched, args.seed, args.workers, root, out / "minicct", args.train_limit,
-                                     args.test_limit, stop_epoch=args.stop_epoch)
-            resume = (find_resume(str(ckpt), None, "cifar10", config_m.model.label)
-                      if args.resume and ckpt.is_file() else None)
-            run_minicct(config_m, resume, on_epoch, logger("minicct"))
-        except RunError as e:
-            raise UsageError(str(e)) from None
+        config_m = recipe_config(sched, args.seed, args.workers, root, out / "minicct", args.train_limit,
+                                 args.test_limit, stop_epoch=args.stop_epoch)
+        resume = (find_resume(str(ckpt), None, "cifar10", config_m.model.label)
+                  if args.resume and ckpt.is_file() else None)
+        run_minicct(config_m, resume, on_epoch, logger("minicct"))
     if "torch" in sides:
         run_torch(recipe, sched, (train, test), out / "torch", args.threads, args.resume, args.stop_epoch,
                   on_epoch, logger("torch"))
