@@ -52,10 +52,13 @@ class _Geometry:
         else:
             grid_shape, grid_strides = (OH, OW, N), (sh * Wq * N, sw * N, 1)
         last = sum((n - 1) * s for n, s in zip(grid_shape, grid_strides))
-        self.__dict__.update(N=N, C=C, H=H, W=W, KH=KH, KW=KW, sh=sh, sw=sw, ph=ph, pw=pw,
-                             OH=OH, OW=OW, Hq=Hq, Wq=Wq, runs=runs, grid_shape=grid_shape,
-                             grid_strides=grid_strides, M=math.prod(grid_shape),
-                             T=max(Hq * Wq * N, last + ((KH - 1) * Wq + KW - 1) * N + 1))
+        self.N, self.C, self.H, self.W, self.KH, self.KW = N, C, H, W, KH, KW
+        self.sh, self.sw, self.ph, self.pw = sh, sw, ph, pw
+        self.OH, self.OW, self.Hq, self.Wq = OH, OW, Hq, Wq
+        self.runs, self.grid_shape, self.grid_strides = runs, grid_shape, grid_strides
+        self.M = math.prod(grid_shape)                  # output positions: the GEMM's rows
+        # The buffer's length: the padded images, or past the last window the grid reads if longer.
+        self.T = max(Hq * Wq * N, last + ((KH - 1) * Wq + KW - 1) * N + 1)
 
     def images(self, buf):
         """(C, T) flat buffer -> (C, Hq, Wq, N) view of its padded-image part."""
