@@ -29,7 +29,7 @@ CUPY_INSTALL_HINT = (
 _cupy = None  # the imported module once a GPU has been asked for
 
 
-def _import_cupy():
+def import_cupy():
     """Import CuPy and check a GPU is really there; raise one clear DeviceError otherwise."""
     global _cupy
     if _cupy is not None:
@@ -53,7 +53,7 @@ def _import_cupy():
 def gpu_available() -> bool:
     """True when CuPy imports and sees at least one GPU (never raises)."""
     try:
-        _import_cupy()
+        import_cupy()
         return True
     except DeviceError:
         return False
@@ -83,7 +83,7 @@ def default_device() -> str:
 
 def xp_for(device) -> object:
     """The array module (numpy or cupy) for a device name."""
-    return _import_cupy() if check_device(device) == "gpu" else np
+    return import_cupy() if check_device(device) == "gpu" else np
 
 
 def is_gpu_array(a) -> bool:
@@ -101,7 +101,7 @@ def get_array_module(*arrays):
     """numpy or cupy, whichever the given arrays belong to (numpy for scalars and lists)."""
     for a in arrays:
         if is_gpu_array(a):
-            return _import_cupy()
+            return import_cupy()
     return np
 
 
@@ -109,7 +109,7 @@ def to_device(a, device):
     """Copy an array to a device (no copy when already there)."""
     device = check_device(device)
     if device == "gpu":
-        cp = _import_cupy()
+        cp = import_cupy()
         return a if isinstance(a, cp.ndarray) else cp.asarray(a)
     if is_gpu_array(a):
         return a.get()

@@ -93,7 +93,7 @@ class _KernelOnNumpy:
 def test_gemm_launch_arguments_on_numpy(case, monkeypatch, rng):
     from minicct.kernels.cuda import gemm
     kernel = _KernelOnNumpy()
-    monkeypatch.setattr(backend, "_import_cupy", lambda: np)
+    monkeypatch.setattr(backend, "import_cupy", lambda: np)
     monkeypatch.setattr(gemm, "module", lambda src, T: kernel)
     r = lambda *s: rng.standard_normal(s)                                      # noqa: E731
     a, b = {
@@ -207,7 +207,7 @@ def test_every_cuda_source_compiles(monkeypatch):
     for name, src in sources:
         if callable(src):                 # a builder of ElementwiseKernels: record what it makes
             rec = _Recorder()
-            monkeypatch.setattr(backend, "_import_cupy", lambda: rec)
+            monkeypatch.setattr(backend, "import_cupy", lambda: rec)
             src.__wrapped__()
             monkeypatch.undo()
             kernels = [(f"{name}:{k[3]}", _elementwise_as_cuda(*k)) for k in rec.elementwise]

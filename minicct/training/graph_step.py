@@ -75,7 +75,7 @@ class Capture:
     ``synchronize()`` before anything on another stream reads what a step wrote."""
 
     def __init__(self):
-        cp = backend._import_cupy()
+        cp = backend.import_cupy()
         self.cp = cp
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.pool = cp.cuda.MemoryPool()     # the graph's memory: used by nothing else while it lives

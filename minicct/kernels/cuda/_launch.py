@@ -27,5 +27,5 @@ def grid(n):
 @functools.lru_cache(maxsize=None)
 def module(src, ctype_name):
     """The CUDA source ``src`` (with %(T)s for the element type) compiled once per type."""
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     return cp.RawModule(code=src % {"T": ctype_name}, options=("--std=c++14",))

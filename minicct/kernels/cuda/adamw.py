@@ -15,7 +15,7 @@ from minicct import backend
 
 @functools.lru_cache(maxsize=None)
 def _kernel():
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     return cp.ElementwiseKernel(
         "T g, float64 step_size, float64 inv_sqrt_bias2, float64 beta1, float64 beta2, float64 eps",
         "T p, T m, T v",
@@ -29,7 +29,7 @@ def _kernel():
 
 @functools.lru_cache(maxsize=None)
 def _kernel_device_scalars():
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     # The bias corrections are worked out per element from step[0]: two pow() per element cost
     # nothing beside the memory traffic, and no host value enters the launch.
     return cp.ElementwiseKernel(
@@ -51,7 +51,7 @@ def adamw_update_(p, g, m, v, *, lr, weight_decay, beta1, beta2, eps, step):
     """One AdamW step, in place on the CuPy arrays ``p``, ``m`` and ``v`` (all the same shape).
     lr, step: Python numbers, or 0-d CuPy arrays (float64, int64) read when the kernel runs."""
     if backend.is_gpu_array(lr) or backend.is_gpu_array(step):
-        cp = backend._import_cupy()
+        cp = backend.import_cupy()
         lr = cp.asarray(lr, dtype="float64").reshape(1)    # views: no copies of device scalars
         step = cp.asarray(step, dtype="int64").reshape(1)
         _kernel_device_scalars()(g, lr, step, weight_decay, beta1, beta2, eps, p, m, v)

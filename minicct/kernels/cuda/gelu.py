@@ -13,7 +13,7 @@ from minicct.kernels.activation import GeluCache, check_approximate
 
 @functools.lru_cache(maxsize=None)
 def _kernels():
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     # T is float or double; erf() and tanh() are CUDA's own (within ~2 ulp), so the GPU needs no
     # polynomial erf.
     fwd = cp.ElementwiseKernel(

@@ -91,7 +91,7 @@ def _batch_stride(a, batch):
     """a: (..., R, S) broadcast to ``batch`` + (R, S) -> (an array with the same values whose batch
     axes one element stride walks, that stride). Broadcast axes have stride 0; only a layout no
     single stride describes is copied."""
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     a = cp.broadcast_to(a, batch + a.shape[-2:])
     axes = [(n, s // a.itemsize) for n, s in zip(batch, a.strides[:-2]) if n > 1]
     if not axes:
@@ -135,7 +135,7 @@ def _launch(a, b, out, M, N, K, sab, sbb, nb):
 def matmul(a, b):
     """a: (..., M, K) or (K,), b: (..., K, N) or (K,) CuPy arrays -> a @ b, as ``cupy.matmul``
     (batch axes broadcast; a 1-D a is a row, a 1-D b a column, and their axis is dropped again)."""
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul needs arrays of at least 1 dimension, got shapes {a.shape} and {b.shape}")
     dtype = np.result_type(a.dtype, b.dtype)

@@ -72,7 +72,7 @@ extern "C" __global__ void layernorm_bwd(
 def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
     """x: (..., *normalized_shape) CuPy array; w, b: normalized_shape or None -> y, cache."""
     D = math.prod(check_layer_norm(x, normalized_shape, w, b))
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     x2 = cp.ascontiguousarray(x).reshape(-1, D)
     R = x2.shape[0]
     y, xhat = cp.empty_like(x2), cp.empty_like(x2)
@@ -87,7 +87,7 @@ def layer_norm_forward(x, normalized_shape, w=None, b=None, eps=1e-5):
 
 def layer_norm_backward(gy, cache):
     """gy: shape of x -> (gx: shape of x, gw: w's shape or None, gb: or None)."""
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     xhat, rstd, w, b_shape, x_shape = cache
     R, D = xhat.shape
     gy2 = gy.reshape(R, D)

@@ -82,7 +82,7 @@ extern "C" __global__ void philox_keep64(const u64* base, u64 offset, u32 k0, u3
 
 @functools.lru_cache(maxsize=None)
 def _module():
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     return cp.RawModule(code=SOURCE, options=("--std=c++14",))
 
 

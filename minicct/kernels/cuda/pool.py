@@ -82,7 +82,7 @@ class CudaPoolCache(NamedTuple):
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     """x: (N, C, H, W) CuPy array (any strides) -> y: (N, C, OH, OW) (contiguous), cache."""
     g = pool_geometry(x, kernel_size, stride, padding)
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     N, C, H, W = x.shape
     y = cp.empty((N, C, g.OH, g.OW), dtype=x.dtype)
     arg = cp.empty((N, C, g.OH, g.OW), dtype=np.int32)
@@ -96,7 +96,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
 def max_pool2d_backward(gy, cache):
     """gy: (N, C, OH, OW) -> gx: (N, C, H, W); each gy goes to its window's (first) maximum."""
-    cp = backend._import_cupy()
+    cp = backend.import_cupy()
     arg, (N, C, H, W), g = cache
     gy = cp.ascontiguousarray(gy)
     gx = cp.empty((N, C, H, W), dtype=gy.dtype)
