@@ -38,6 +38,8 @@ def one_line_error(main, argv, prog, capsys, tmp_path, monkeypatch):
     (["cifar10", "--epochs", "2.5"], ["--epochs", "not an integer"]),
     (["cifar10", "--batch-size", "-5"], ["--batch-size", "-5"]),
     (["cifar10", "--eval-batch-size", "0"], ["--eval-batch-size", "0"]),
+    (["cifar10", "--eval-every", "0"], ["--eval-every", "0", "above 0"]),
+    (["cifar10", "--eval-every", "2.5"], ["--eval-every", "not an integer"]),
     (["cifar10", "--weight-decay", "-0.1"], ["--weight-decay", "-0.1", "0 or more"]),
     (["cifar10", "--warmup-epochs", "-1"], ["--warmup-epochs", "-1"]),
     (["cifar10", "--cooldown-epochs", "-1"], ["--cooldown-epochs", "-1"]),

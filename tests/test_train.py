@@ -3,6 +3,7 @@ one-line errors for bad input, atomic checkpoints, metrics.csv and the curves PN
 
 The runs use a toy CCT (width 32, two layers, so drop-path is active) on a few hundred shapes images, so each takes a second or two.
 """
+import csv
 import os
 import subprocess
 import sys
@@ -274,6 +275,52 @@ def test_epochs_within_a_time_limit():
     assert epochs_within(1800, 160, 135, margin=0.0) == 13                 # 1640 s / 135 = 12.1
     assert epochs_within(60, 160, 150) == 1                                # over already: stop
     assert epochs_within(60, 160, 150, warmup_epochs=2) == 3               # never shorter than the warmup + 1
+    # --eval-every: the last evaluation (135 s) kept aside: 1451 s / 135 = 10.7 -> 10 more epochs
+    assert epochs_within(1800, 160, 135, final_s=135) == 11
+
+
+def test_eval_every_evaluates_every_nth_epoch_and_the_last(tmp_path, capsys):
+    """--eval-every 2 over 5 epochs, stopped after 3 and resumed: evaluated after epochs 1, 2 (the
+    last of the first invocation), 3 and 4 (the last); the others are blank in metrics.csv, say so
+    in the log, and are never the best."""
+    code, out, err = run(tiny_args(tmp_path, "--eval-every", "2", "--stop-epoch", "3", "--aa", "none", epochs=5),
+                         capsys)
+    assert code == 0, err
+    assert "(not evaluated: --eval-every 2)" in out and "--eval-every 2)" in out.split("epoch   0")[0]
+    code, out, err = run(["--resume", str(tmp_path / "last.npz")], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [bool(r["test_top1"]) for r in rows] == [False, True, True, True, True]
+    best = ckpt_io.load_checkpoint(tmp_path / "last.npz")["best"]
+    assert best["test_top1"] == pytest.approx(max(float(r["test_top1"]) for r in rows[1:]), abs=1e-3)
+    assert (tmp_path / "curves.png").is_file()
+
+
+def test_time_limit_with_eval_every_plans_with_a_share_of_the_evaluation(tmp_path, capsys, monkeypatch):
+    """With --time-limit the first epoch is evaluated (to time it), and the run is sized with a
+    1/N share of an evaluation per epoch plus one whole one kept for the end."""
+    from minicct.training import trainer
+    seen = {}
+    real_fit, real_within = trainer.Trainer._fit_to_time_limit, trainer.epochs_within
+
+    def fit(self, train_s, eval_s):
+        seen["train_s"], seen["eval_s"] = train_s, eval_s
+        return real_fit(self, train_s, eval_s)
+
+    def within(limit_s, elapsed_s, per_epoch_s, *args, **kw):
+        seen["per_epoch_s"], seen["final_s"] = per_epoch_s, kw.get("final_s")
+        return real_within(limit_s, elapsed_s, per_epoch_s, *args, **kw)
+
+    monkeypatch.setattr(trainer.Trainer, "_fit_to_time_limit", fit)
+    monkeypatch.setattr(trainer, "epochs_within", within)
+    code, out, err = run(tiny_args(tmp_path, "--time-limit", "600", "--stop-epoch", "1", "--eval-every", "4",
+                                   "--aa", "none", "--mixup", "0", "--cutmix", "0", epochs=2), capsys)
+    assert code == 0, err
+    assert seen["eval_s"] > 0 and seen["final_s"] == seen["eval_s"]
+    assert seen["per_epoch_s"] == pytest.approx(seen["train_s"] + seen["eval_s"] / 4)
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert rows[0]["test_top1"]                     # epoch 0 evaluated, though 1 % 4 != 0
 
 
 def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):

@@ -42,7 +42,7 @@ DEFAULTS = dict(
     mixup_off_epoch=175, hflip=0.5, reprob=0.25, smoothing=0.1,
     preset=None, seed=42, device=None, workers=None, data_dir=None, output=None, resume=None,
     eval_batch_size=256, stop_epoch=None, train_limit=None, test_limit=None, ema=0.0, tta_flip=False,
-    cuda_graph="off",
+    cuda_graph="off", eval_every=1,
 )
 
 # Each preset is a dict of flag defaults (argparse dest names), applied over the recipe's defaults.
@@ -227,6 +227,9 @@ def build_parser() -> ArgumentParser:
         help="evaluate each test image and its mirror image and average their logits (test-time "
              "augmentation: twice the evaluation time)")
     add(g, "--eval-batch-size", type=positive(int, "--eval-batch-size 256"), help="batch size for evaluation")
+    add(g, "--eval-every", type=positive(int, "--eval-every 5"), metavar="N",
+        help="evaluate after every Nth epoch and after the last one (and, with --time-limit, after the "
+             "first, to time it): under a --time-limit the evaluations skipped become training time")
     add(g, "--stop-epoch", type=positive(int, "--stop-epoch 5"),
         help="stop before this epoch (the schedule is unchanged): a bounded run to --resume later")
     add(g, "--train-limit", type=positive(int, "--train-limit 5000"),
@@ -251,7 +254,7 @@ GROUPS = {
                                "hflip", "reprob", "smoothing")},
     "run": {k: k for k in ("dataset", "preset", "seed", "device", "workers", "data_dir", "output", "resume",
                            "eval_batch_size", "stop_epoch", "train_limit", "test_limit", "tta_flip",
-                           "cuda_graph")},
+                           "cuda_graph", "eval_every")},
 }
 
 
@@ -327,6 +330,7 @@ class RunConfig:
     test_limit: int | None
     cuda_graph: str = "off"
     tta_flip: bool = False       # evaluate on each image and its mirror (logits averaged)
+    eval_every: int = 1          # evaluate after every Nth epoch and the last
 
 
 @dataclass(frozen=True)

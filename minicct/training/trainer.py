@@ -196,16 +196,18 @@ def _fmt_time(seconds):
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def epochs_within(limit_s, elapsed_s, per_epoch_s, warmup_epochs=0, cooldown_epochs=0, margin=0.03):
+def epochs_within(limit_s, elapsed_s, per_epoch_s, warmup_epochs=0, cooldown_epochs=0, margin=0.03,
+                  final_s=0.0):
     """The cosine length (--epochs) for a run that must end within ``limit_s`` seconds, decided
     after its first epoch: ``elapsed_s`` since start, an epoch takes ``per_epoch_s`` (the first
-    epoch's steady pace, evaluation included).
+    epoch's steady pace, with its share of the evaluations), and ``final_s`` more is kept for the
+    last evaluation (with --eval-every N > 1; with N = 1 every epoch's own is in per_epoch_s).
 
     The remaining epochs are as many as fit before ``margin`` (a fraction) of the limit at that
     pace; the run is then 1 + that many epochs, cooldown included. The first epoch's
     learning rate does not depend on the length (the warmup's, or the top of the cosine), so the
     epoch already done stays valid. At least warmup + 1 (a cosine of one epoch after the warmup)."""
-    left = limit_s * (1 - margin) - elapsed_s
+    left = limit_s * (1 - margin) - elapsed_s - final_s
     total = 1 + max(0, int(left // max(per_epoch_s, 1e-9)))
     return max(total - cooldown_epochs, warmup_epochs + 1, 1)
 
@@ -307,39 +309,55 @@ class Trainer:
             done = self.start_epoch > 0 or bool(self.history)
             raise NonFiniteLoss(e.epoch, e.step, e.steps, e.value,
                                 self.checkpoint_last if done and self.checkpoint_last.is_file() else None) from None
+        sizing = c.schedule.time_limit and epoch == 0 and self.start_epoch == 0
+        evaluated = sizing or self.evaluates(epoch)
         trained = time.perf_counter()
-        with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
-            stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip,
-                                  forward=self.graph_forward))
+        if evaluated:
+            with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
+                stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip,
+                                      forward=self.graph_forward))
+        else:                           # --eval-every: not this epoch (blank in metrics.csv)
+            stats.update(test_loss=None, test_top1=None, test_top5=None)
         row = {"epoch": epoch, "lr": lr, **stats}
-        is_best = self.best is None or row["test_top1"] > self.best["test_top1"]
+        is_best = evaluated and (self.best is None or row["test_top1"] > self.best["test_top1"])
         if is_best:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
-        if c.schedule.time_limit and epoch == 0 and self.start_epoch == 0:
-            self._fit_to_time_limit(stats["steady_time"] + time.perf_counter() - trained)
+        if sizing:
+            self._fit_to_time_limit(stats["steady_time"], time.perf_counter() - trained)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
         self.csv.append(row)
         self._draw()
+        test = (f"test loss {row['test_loss']:.4f}  top-1 {row['test_top1']:.2f}%  top-5 {row['test_top5']:.2f}%"
+                if evaluated else f"(not evaluated: --eval-every {c.run.eval_every})")
         self.log(f"epoch {epoch:>3}/{self.total_epochs}  lr {lr:.3g}  train loss {row['train_loss']:.4f}  "
-                 f"test loss {row['test_loss']:.4f}  top-1 {row['test_top1']:.2f}%  top-5 {row['test_top5']:.2f}%  "
-                 f"time {row['epoch_time']:.1f}s  data wait {row['data_wait']:.1f}s  "
+                 f"{test}  time {row['epoch_time']:.1f}s  data wait {row['data_wait']:.1f}s  "
                  f"{row['img_per_s']:.0f} img/s" + ("  *best" if is_best else ""))
         return row
 
-    def _fit_to_time_limit(self, per_epoch):
+    def evaluates(self, epoch):
+        """Whether the model is evaluated after ``epoch``: every --eval-every'th epoch, and the last
+        one of this invocation (the end of the schedule, or --stop-epoch)."""
+        return (epoch + 1) % self.config.run.eval_every == 0 or epoch + 1 >= self.end_epoch()
+
+    def _fit_to_time_limit(self, train_s, eval_s):
         """--time-limit, after the first epoch of a new run: a new Config and a new schedule as many
-        epochs long as fit (see epochs_within) at ``per_epoch`` seconds an epoch (the first epoch's
-        steady pace, evaluation included). The checkpoints save the new --epochs, so --resume keeps it."""
+        epochs long as fit (see epochs_within) at the first epoch's pace: ``train_s`` seconds of
+        training (its steady pace) and ``eval_s`` of evaluation, which every --eval-every'th epoch and
+        the last one pay. The checkpoints save the new --epochs, so --resume keeps it."""
         c = self.config
         now = time.perf_counter()
+        every = c.run.eval_every
+        per_epoch = train_s + eval_s / every
         epochs = epochs_within(c.schedule.time_limit * 60, now - self.created, per_epoch,
-                               c.schedule.warmup_epochs, c.schedule.cooldown_epochs)
+                               c.schedule.warmup_epochs, c.schedule.cooldown_epochs,
+                               final_s=eval_s if every > 1 else 0.0)
         self.config = c.with_epochs(epochs)
         self.schedule = build_schedule(self.config.schedule, self.config.optim.lr)
         self.log(f"  time limit {c.schedule.time_limit:g} min: an epoch takes about {_fmt_time(per_epoch)}, so "
                  f"the run is sized to {plural(self.total_epochs, 'epoch')} (--epochs {epochs}), ending about "
-                 f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1))} after start")
+                 f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1) + (eval_s if every > 1 else 0))} "
+                 f"after start")
 
     def _log_estimate(self, per_epoch, todo):
         self.log(f"  about {_fmt_time(per_epoch)} per epoch: {plural(todo, 'more epoch')}, about "
@@ -373,6 +391,10 @@ class Trainer:
         evaluated += ["each image and its mirror (--tta-flip)"] if c.run.tta_flip else []
         if evaluated:
             lines.append(f"  evaluated on {' and on '.join(evaluated)}")
+        if c.run.eval_every > 1:
+            lines.append(f"  evaluated after every {c.run.eval_every}th epoch and the last"
+                         + (" (and the first, to size the run)" if c.schedule.time_limit else "")
+                         + f" (--eval-every {c.run.eval_every})")
         lines += [f"  note: {n}" for n in c.notes]
         if self.resume is not None:
             lines.append(f"  resumed from {self.resume.path} after epoch {self.start_epoch - 1}, "
