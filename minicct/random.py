@@ -18,9 +18,9 @@ bits, the next block): block j of the stream is philox4x32((j, id), key), four 3
 draw of n numbers takes the next ceil(n / 4) blocks for float32 (one word a number), ceil(n / 2)
 for float64 (two words), and moves the counter past them. Nothing else changes, so the state to
 save is plain ints, and a GPU run resumed from a checkpoint draws the masks it would have drawn
-(as a CPU run always did). The block number and stream id are arguments of the draw
-(``kernels/philox.py``): a step captured as a CUDA graph keeps its stream id in device memory and
-advances it itself (``GraphStreams``, at the end of this module).
+(as a CPU run always did). The first block of a draw is an argument (``kernels/philox.py``): a step
+captured as a CUDA graph keeps the counter in device memory and advances it itself (``GraphStreams``,
+at the end of this module).
 
 The data pipeline has no generator here, on purpose: batch b of epoch e is drawn from a Generator
 made afresh from (seed, e, b) (``minicct.data.loader``), so the loader has no state to save and its
