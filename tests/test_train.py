@@ -323,6 +323,25 @@ def test_time_limit_with_eval_every_plans_with_a_share_of_the_evaluation(tmp_pat
     assert rows[0]["test_top1"]                     # epoch 0 evaluated, though 1 % 4 != 0
 
 
+def test_estimate_after_the_first_epoch_counts_the_evaluations_ahead(tmp_path, capsys, monkeypatch):
+    """The time-to-go line after the first epoch: that epoch's training time for each epoch ahead,
+    plus its evaluation time for each epoch ahead that --eval-every evaluates (here 2 and 3 of 1-3),
+    not the first epoch's whole time (training + evaluation) for every one."""
+    from minicct.training import trainer
+    real = trainer.Trainer.train_epoch
+
+    def train_epoch(self, epoch):
+        row = real(self, epoch)
+        self._times = (100.0, 40.0)          # as if: 100 s of training, 40 s of evaluation
+        return row
+
+    monkeypatch.setattr(trainer.Trainer, "train_epoch", train_epoch)
+    code, out, err = run(tiny_args(tmp_path, "--eval-every", "3", "--aa", "none", epochs=4), capsys)
+    assert code == 0, err
+    # 3 x 100 s of training + 2 x 40 s of evaluation (epochs 2 and 3) = 380 s
+    assert "about 1m40s per epoch and 40s per evaluation: 3 more epochs, about 6m20s to go" in out, out
+
+
 def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):
     """A generous limit makes a 2-epoch plan much longer (bounded here by --stop-epoch); the new
     --epochs is in the checkpoint and a resumed run keeps it."""

@@ -271,7 +271,7 @@ class Trainer:
                 last = self.train_epoch(epoch)
                 epoch += 1
                 if epoch == self.start_epoch + 1 and epoch < self.end_epoch():
-                    self._log_estimate(time.perf_counter() - started, self.end_epoch() - epoch)
+                    self._log_estimate(epoch, time.perf_counter() - started)
         except KeyboardInterrupt:
             if self.history or self.start_epoch:
                 self.log(f"interrupted; continue with --resume {self.checkpoint_last}")
@@ -293,6 +293,7 @@ class Trainer:
     def train_epoch(self, epoch):
         """Train one epoch, evaluate, checkpoint, log; returns the epoch's metrics row."""
         c = self.config
+        started_epoch = time.perf_counter()
         lr = set_lr(self.optimizer, self.schedule.lr_at(epoch))
         self.train_loader.set_epoch(epoch)
         if self.train_loader.mixup is not None:
@@ -312,6 +313,7 @@ class Trainer:
         sizing = c.schedule.time_limit and epoch == 0 and self.start_epoch == 0
         evaluated = sizing or self.evaluates(epoch)
         trained = time.perf_counter()
+        self._times = (trained - started_epoch, 0.0)
         if evaluated:
             with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
                 stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip,
@@ -323,6 +325,8 @@ class Trainer:
         if is_best:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
+        if evaluated:
+            self._times = (self._times[0], time.perf_counter() - trained)   # (training, evaluation) seconds
         if sizing:
             self._fit_to_time_limit(stats["steady_time"], time.perf_counter() - trained)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
@@ -359,10 +363,15 @@ class Trainer:
                  f"{_fmt_time(now - self.created + per_epoch * (self.total_epochs - 1) + (eval_s if every > 1 else 0))} "
                  f"after start")
 
-    def _log_estimate(self, per_epoch, todo):
-        self.log(f"  about {_fmt_time(per_epoch)} per epoch: {plural(todo, 'more epoch')}, about "
-                 f"{_fmt_time(per_epoch * todo)} to go (the whole run: about "
-                 f"{_fmt_time(per_epoch * self.total_epochs)})")
+    def _log_estimate(self, epoch, elapsed):
+        """After the first epoch of this invocation (``elapsed`` seconds so far): the time to go, at
+        that epoch's pace of training plus one evaluation for each epoch ahead that is evaluated."""
+        train_s, eval_s = self._times
+        ahead = range(epoch, self.end_epoch())
+        to_go = train_s * len(ahead) + eval_s * sum(self.evaluates(e) for e in ahead)
+        self.log(f"  about {_fmt_time(train_s)} per epoch" + (f" and {_fmt_time(eval_s)} per evaluation" if eval_s else "")
+                 + f": {plural(len(ahead), 'more epoch')}, about {_fmt_time(to_go)} to go "
+                 f"({'the whole run' if self.start_epoch == 0 else 'since the resume'}: about {_fmt_time(elapsed + to_go)})")
 
     def describe(self):
         """The run's header: what is trained on what, the whole schedule, where it is written."""
