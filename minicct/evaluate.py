@@ -7,6 +7,13 @@ DATASET defaults to the one the checkpoint was trained on, and --data-dir to the
 trained from. Images are normalised with the training set's mean and std (stored in the
 checkpoint), exactly as during training's evaluation. --limit N takes the same class-balanced
 subset as training's --test-limit N.
+
+By default the model is evaluated as the run evaluated it: the moving average of the weights if it
+trained with --ema, each image and its mirror if it trained with --tta-flip. ``--weights last``
+takes the last step's weights instead, ``--flip on|off`` decides the mirror images, so what each
+of the two adds can be measured on one checkpoint:
+
+    python -m minicct.evaluate --checkpoint best.npz --weights last --flip off   # neither
 """
 from __future__ import annotations
 
@@ -37,6 +44,12 @@ def build_parser():
     p.add_argument("--device", default=None, help="'cpu' or 'gpu' (default: $MINICCT_DEVICE, else cpu)")
     p.add_argument("--limit", type=positive(int, "--limit 1000"), default=None,
                    help="N test images, the same number from each class (the same as training's --test-limit N)")
+    p.add_argument("--weights", choices=["average", "last"], default=None,
+                   help="'average': the moving average of the weights (a run trained with --ema); 'last': "
+                        "the last step's weights (default: what the run evaluated)")
+    p.add_argument("--flip", choices=["on", "off"], default=None,
+                   help="average each image's logits with its mirror image's (test-time flip) or not "
+                        "(default: what the run did, --tta-flip)")
     return p
 
 
@@ -47,6 +60,11 @@ def main(argv=None):
                        f"(leave it out to use the checkpoint's)")
     device = use_device(args.device)
     ckpt = load_checkpoint(args.checkpoint)
+    if args.weights == "average" and "ema" not in ckpt:
+        raise RunError(f"--weights average: {args.checkpoint} holds no moving average (its run did not "
+                       f"use --ema); leave --weights out or give --weights last")
+    average = args.weights != "last"
+    flip = bool((ckpt.get("args") or {}).get("tta_flip")) if args.flip is None else args.flip == "on"
     from minicct.data import eval_loader, get_dataset
     from minicct.data.datasets import balanced_subset
 
@@ -65,15 +83,16 @@ def main(argv=None):
                        f"trained on")
     if args.limit is not None:
         test = balanced_subset(test, args.limit)
-    model = model_from_checkpoint(ckpt, device)
+    model = model_from_checkpoint(ckpt, device, average=average)
+    if flip and getattr(test, "kind", "") == "text":
+        raise RunError("--flip on mirrors test images, but this checkpoint's data are sentences: give --flip off")
     if getattr(test, "kind", "") == "text":            # sentences as word ids, padded per batch
         from minicct.data.text import TextBatches
         loader = TextBatches(test, args.batch_size, False)
     else:
         loader = eval_loader(test, batch_size=args.batch_size, mean=data["mean"], std=data["std"])
-    # evaluated as the run evaluated: its weight average (--ema) and test-time flip, if it used them
-    r = evaluate(model, loader, device, progress=True, flip=bool((ckpt.get("args") or {}).get("tta_flip")))
-    print(f"{ckpt['model']['name']} (epoch {int(ckpt['epoch']) - 1}{evaluated_as(ckpt)}) on {dataset} test, "
+    r = evaluate(model, loader, device, progress=True, flip=flip)
+    print(f"{ckpt['model']['name']} (epoch {int(ckpt['epoch']) - 1}{evaluated_as(ckpt, average, flip)}) on {dataset} test, "
           f"{r['n']} images: top-1 {r['test_top1']:.2f}%  top-5 {r['test_top5']:.2f}%  loss {r['test_loss']:.4f}")
     return 0
 

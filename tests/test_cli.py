@@ -110,6 +110,8 @@ def not_a_checkpoint(tmp_path):
     (["--checkpoint", "{text}", "--data-dir", "no/such"], ["--data-dir", "no/such", "no such folder"]),
     (["nosuch", "--checkpoint", "{text}"], ["'nosuch'", "not a directory"]),
     (["--checkpoint", "{text}", "--device", "tpu"], ["--device tpu"]),
+    (["--checkpoint", "{text}", "--weights", "ema"], ["--weights", "'ema'", "average", "last"]),
+    (["--checkpoint", "{text}", "--flip", "yes"], ["--flip", "'yes'", "on", "off"]),
 ])
 def test_evaluate_bad_arguments(argv, words, capsys, tmp_path, monkeypatch, not_a_checkpoint):
     argv = [a.format(text=not_a_checkpoint, dir=tmp_path) for a in argv]

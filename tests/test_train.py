@@ -220,6 +220,41 @@ def test_ema_and_flip_resume_bit_identical_and_evaluate_agrees(tmp_path, capsys)
     assert f"top-1 {top1:.2f}%" in out and f"loss {loss:.4f}" in out, (rows[-1], out)
 
 
+def test_evaluate_weights_last_and_flip_off_undo_ema_and_tta(tmp_path, capsys):
+    """evaluate --weights last --flip off on a run trained with --ema and --tta-flip gives what a run
+    without them (the same training: neither changes a step) evaluated itself; --weights average on
+    a checkpoint without an average is one clear error."""
+    code, _, err = run(tiny_args(tmp_path / "both", "--ema", "0.9", "--tta-flip"), capsys)
+    assert code == 0, err
+    code, _, err = run(tiny_args(tmp_path / "plain"), capsys)
+    assert code == 0, err
+    a = ckpt_io.load_checkpoint(tmp_path / "both" / "last.npz")
+    b = ckpt_io.load_checkpoint(tmp_path / "plain" / "last.npz")
+    for k in b["model"]["state"]:      # the same training
+        np.testing.assert_array_equal(a["model"]["state"][k], b["model"]["state"][k], err_msg=k)
+    from minicct import evaluate
+    loss, top1 = map(float, (tmp_path / "plain" / "metrics.csv").read_text().splitlines()[-1].split(",")[3:5])
+    code = run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "both" / "last.npz"), "--limit", "96",
+                                   "--weights", "last", "--flip", "off"])
+    out = capsys.readouterr().out
+    assert code == 0 and "(last weights, not the average)" in out, out
+    assert f"top-1 {top1:.2f}%" in out and f"loss {loss:.4f}" in out, out
+    # each flag alone changes only its own half: the average without the flip, the flip on the last weights
+    outs = {}
+    for flags in (("--weights", "average", "--flip", "off"), ("--weights", "last", "--flip", "on")):
+        code = run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "both" / "last.npz"), "--limit", "96", *flags])
+        outs[flags[1]] = capsys.readouterr().out
+        assert code == 0
+    assert "(weight average --ema 0.9)" in outs["average"]
+    assert "(last weights, not the average, test-time flip)" in outs["last"]
+    losses = {out.split("loss ")[1].split()[0] for out in [out, *outs.values()]}
+    assert len(losses) == 3, (out, outs)
+    code = run_cli(evaluate.main, ["--checkpoint", str(tmp_path / "plain" / "last.npz"), "--weights", "average"],
+                   prog="minicct.evaluate")
+    err = capsys.readouterr().err
+    assert code == 2 and "--weights average" in err and "no moving average" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_evaluate_with_flip_averages_the_mirror_images_logits():
     """evaluate(flip=True)'s loss is the cross-entropy of the mean of the logits of x and of x
     mirrored left-right (the last axis), computed here by hand."""

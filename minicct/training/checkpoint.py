@@ -56,10 +56,14 @@ def model_from_checkpoint(ckpt: dict, device="cpu", average=True):
     return model.to(device).eval()
 
 
-def evaluated_as(ckpt: dict) -> str:
-    """How the run evaluated (and so evaluate/predict do): '' or e.g. ' (weight average --ema 0.999,
-    test-time flip)'."""
+def evaluated_as(ckpt: dict, average=True, flip=None) -> str:
+    """How the model is evaluated: '' or e.g. ' (weight average --ema 0.999, test-time flip)'.
+    By default as the run evaluated (and so evaluate/predict do); average=False: the last step's
+    weights (said when the run kept an average); flip: True/False, None for the run's --tta-flip."""
     args = ckpt.get("args") or {}
-    how = [f"weight average --ema {float(ckpt['ema']['decay']):g}"] if "ema" in ckpt else []
-    how += ["test-time flip"] if args.get("tta_flip") else []
+    flip = bool(args.get("tta_flip")) if flip is None else flip
+    how = []
+    if "ema" in ckpt:
+        how.append(f"weight average --ema {float(ckpt['ema']['decay']):g}" if average else "last weights, not the average")
+    how += ["test-time flip"] if flip else []
     return f" ({', '.join(how)})" if how else ""
