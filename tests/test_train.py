@@ -69,7 +69,20 @@ def test_presets_apply_and_flags_win():
     assert parse_args(["shapes"]).model.label == "cct_2_3x2_32-w64"   # the narrow model says so
     assert parse_args(["shapes", "--model", "cct_7_3x1_32"]).model.kwargs == {}  # the preset's toy sizes go too
     c = parse_args(["cifar10", "--preset", "fast-cpu"])
-    assert c.schedule.epochs == PRESETS["fast-cpu"]["epochs"]
+    assert c.schedule.epochs == PRESETS["fast-cpu"]["epochs"] and c.schedule.time_limit == 30
+
+
+def test_explicit_epochs_turn_a_presets_time_limit_off():
+    """fast-cpu sizes its run to 30 minutes; --epochs 7 asks for 7 epochs, so the preset's time limit
+    (which would re-size the run after its first epoch) is off, and a note says so. Both flags:
+    the time limit stays (--epochs is then the plan it re-sizes)."""
+    c = parse_args(["cifar10", "--preset", "fast-cpu", "--epochs", "7"])
+    assert c.schedule.epochs == 7 and c.schedule.time_limit is None
+    assert any("--time-limit 30 is off" in n for n in c.notes), c.notes
+    c = parse_args(["cifar10", "--preset", "fast-cpu", "--epochs", "7", "--time-limit", "20"])
+    assert c.schedule.time_limit == 20 and not any("is off" in n for n in c.notes)
+    c = parse_args(["cifar10", "--preset", "fast-cpu", "--time-limit", "20"])
+    assert c.schedule.time_limit == 20 and c.schedule.epochs == PRESETS["fast-cpu"]["epochs"]
 
 
 def test_help_documents_every_flag():

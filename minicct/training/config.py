@@ -382,6 +382,13 @@ def merge(explicit: dict, saved: dict | None = None):
         chosen.pop("model_kwargs", None)
     values = {**DEFAULTS, **chosen, **saved, **explicit, "preset": preset}
     notes = []
+    # --epochs N said how long the run is: a preset's time limit (fast-cpu's 30 minutes) would re-size
+    # it after the first epoch, so it is dropped unless --time-limit is given too.
+    if "epochs" in explicit and "time_limit" not in explicit and "time_limit" not in saved \
+            and chosen.get("time_limit"):
+        values["time_limit"] = None
+        notes.append(f"--epochs {values['epochs']} given: the preset's --time-limit {chosen['time_limit']:g} is off "
+                     f"(give --time-limit MINUTES as well to size the run to the clock instead)")
     # A short run of the recipe: the recipe's warm-up and cooldown shrink with --epochs (else
     # --epochs 1 would run 11 epochs, 10 of them warming up).
     if "epochs" in explicit and values["epochs"] < DEFAULTS["epochs"]:
