@@ -388,6 +388,16 @@ def test_estimate_after_the_first_epoch_counts_the_evaluations_ahead(tmp_path, c
     assert code == 0, err
     # 3 x 100 s of training + 2 x 40 s of evaluation (epochs 2 and 3) = 380 s
     assert "about 1m40s per epoch and 40s per evaluation: 3 more epochs, about 6m20s to go" in out, out
+    # the first epoch not evaluated: its evaluations ahead are counted, not guessed at 0 s
+    def untimed(self, epoch):
+        row = real(self, epoch)
+        self._times = (100.0, 0.0)
+        return row
+
+    monkeypatch.setattr(trainer.Trainer, "train_epoch", untimed)
+    code, out, err = run(tiny_args(tmp_path / "b", "--eval-every", "3", "--aa", "none", epochs=4), capsys)
+    assert code == 0, err
+    assert "about 1m40s per epoch: 3 more epochs, about 5m00s and 2 evaluations to go" in out, out
 
 
 def test_time_limit_sizes_the_run_and_resume_keeps_it(tmp_path, capsys):

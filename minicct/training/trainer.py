@@ -365,13 +365,17 @@ class Trainer:
 
     def _log_estimate(self, epoch, elapsed):
         """After the first epoch of this invocation (``elapsed`` seconds so far): the time to go, at
-        that epoch's pace of training plus one evaluation for each epoch ahead that is evaluated."""
+        that epoch's pace of training plus one evaluation for each epoch ahead that is evaluated
+        (when that epoch was not evaluated (--eval-every), the evaluations are counted, not timed)."""
         train_s, eval_s = self._times
         ahead = range(epoch, self.end_epoch())
-        to_go = train_s * len(ahead) + eval_s * sum(self.evaluates(e) for e in ahead)
+        evals = sum(self.evaluates(e) for e in ahead)
+        to_go = train_s * len(ahead) + eval_s * evals
+        untimed = f" and {plural(evals, 'evaluation')}" if evals and not eval_s else ""
         self.log(f"  about {_fmt_time(train_s)} per epoch" + (f" and {_fmt_time(eval_s)} per evaluation" if eval_s else "")
-                 + f": {plural(len(ahead), 'more epoch')}, about {_fmt_time(to_go)} to go "
-                 f"({'the whole run' if self.start_epoch == 0 else 'since the resume'}: about {_fmt_time(elapsed + to_go)})")
+                 + f": {plural(len(ahead), 'more epoch')}, about {_fmt_time(to_go)}{untimed} to go "
+                 f"({'the whole run' if self.start_epoch == 0 else 'since the resume'}: about "
+                 f"{_fmt_time(elapsed + to_go)}{untimed})")
 
     def describe(self):
         """The run's header: what is trained on what, the whole schedule, where it is written."""
