@@ -17,6 +17,7 @@ pytest.importorskip("minicct.functional", reason="minicct.functional not built y
 
 from minicct import train  # noqa: E402
 from minicct.training import checkpoint as ckpt_io  # noqa: E402
+from minicct.errors import RunError  # noqa: E402
 from minicct.training.config import PRESETS, parse_args  # noqa: E402
 from minicct.training.errors import run_cli  # noqa: E402
 
@@ -70,6 +71,22 @@ def test_presets_apply_and_flags_win():
     assert parse_args(["shapes", "--model", "cct_7_3x1_32"]).model.kwargs == {}  # the preset's toy sizes go too
     c = parse_args(["cifar10", "--preset", "fast-cpu"])
     assert c.schedule.epochs == PRESETS["fast-cpu"]["epochs"] and c.schedule.time_limit == 30
+
+
+def test_fast_cpu_preset_flips_at_test_time_unless_a_mirror_is_another_class():
+    """fast-cpu: batch 32, test-time flip, an evaluation every 4th epoch (issue 13's measurements).
+    Where a mirror image is not of the same class (--hflip 0) the preset's flip is off with a note;
+    --tta-flip given there is refused; --no-tta-flip turns it off."""
+    c = parse_args(["cifar10", "--preset", "fast-cpu"])
+    assert (c.optim.batch_size, c.run.tta_flip, c.run.eval_every, c.optim.ema) == (32, True, 4, 0.0)
+    c = parse_args(["cifar10", "--preset", "fast-cpu", "--hflip", "0"])
+    assert c.run.tta_flip is False and any("--tta-flip is off: --hflip 0" in n for n in c.notes), c.notes
+    with pytest.raises(RunError, match="drop --tta-flip"):
+        parse_args(["cifar10", "--preset", "fast-cpu", "--hflip", "0", "--tta-flip"])
+    c = parse_args(["cifar10", "--preset", "fast-cpu", "--no-tta-flip"])
+    assert c.run.tta_flip is False and not any("tta-flip" in n for n in c.notes)
+    assert parse_args(["cifar10", "--tta-flip"]).run.tta_flip is True
+    assert parse_args(["cifar10"]).run.tta_flip is False
 
 
 def test_explicit_epochs_turn_a_presets_time_limit_off():
