@@ -6,7 +6,9 @@
                     passes, which also give GELU'); backward multiplies gy into that derivative in
                     place, so neither direction allocates an array for the GELU's result
                     (measured on CCT-2's fc1, 1024 x 128 -> 128: forward + backward 0.70x and
-                    0.88x of linear then the fast gelu in two runs, one thread, loaded machine).
+                    0.88x of linear then the fast gelu in two runs, one thread, loaded machine);
+                    in the whole CCT-2 training step, a quiet A/B of three alternating pairs of
+                    10-step medians: 340 ms against 343 ms composed, faster in every pair by 2-6 ms, ~1%).
 
 Same signatures and results as the references (tests compare them, forward and backward, and
 gradcheck them in float64); ``kernels/dispatch.py`` picks.
