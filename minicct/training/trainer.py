@@ -313,7 +313,6 @@ class Trainer:
         sizing = c.schedule.time_limit and epoch == 0 and self.start_epoch == 0
         evaluated = sizing or self.evaluates(epoch)
         trained = time.perf_counter()
-        self._times = (trained - started_epoch, 0.0)
         if evaluated:
             with self.ema.applied() if self.ema is not None else contextlib.nullcontext():   # --ema: the average
                 stats.update(evaluate(self.model, self.test_loader, self.device, flip=c.run.tta_flip,
@@ -325,10 +324,10 @@ class Trainer:
         if is_best:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
-        if evaluated:
-            self._times = (self._times[0], time.perf_counter() - trained)   # (training, evaluation) seconds
+        eval_s = time.perf_counter() - trained if evaluated else 0.0
+        self._times = (trained - started_epoch, eval_s)   # this epoch's training and evaluation seconds
         if sizing:
-            self._fit_to_time_limit(stats["steady_time"], time.perf_counter() - trained)
+            self._fit_to_time_limit(stats["steady_time"], eval_s)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
         self.csv.append(row)
         self._draw()
