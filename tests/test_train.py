@@ -80,7 +80,7 @@ def test_fast_cpu_preset_flips_at_test_time_unless_a_mirror_is_another_class():
     c = parse_args(["cifar10", "--preset", "fast-cpu"])
     assert (c.optim.batch_size, c.run.tta_flip, c.run.eval_every, c.optim.ema) == (32, True, 4, 0.0)
     c = parse_args(["cifar10", "--preset", "fast-cpu", "--hflip", "0"])
-    assert c.run.tta_flip is False and any("--tta-flip is off: --hflip 0" in n for n in c.notes), c.notes
+    assert c.run.tta_flip is False and any("--tta-flip is off: --hflip 0 says" in n for n in c.notes), c.notes
     with pytest.raises(RunError, match="drop --tta-flip"):
         parse_args(["cifar10", "--preset", "fast-cpu", "--hflip", "0", "--tta-flip"])
     c = parse_args(["cifar10", "--preset", "fast-cpu", "--no-tta-flip"])

@@ -389,10 +389,10 @@ def merge(explicit: dict, saved: dict | None = None):
     # A preset's test-time flip where a mirror image is not an image of the same class (text, --hflip 0):
     # off, with a note (given as a flag, it is refused instead, in check()).
     if chosen.get("tta_flip") and "tta_flip" not in explicit and "tta_flip" not in saved:
-        from minicct.data.text import TEXT_DATASET_NAMES
-        if dataset_key(dataset) in TEXT_DATASET_NAMES or values["hflip"] == 0:
+        why = no_mirror(dataset, values["hflip"])
+        if why:
             values["tta_flip"] = False
-            notes.append(f"the preset's --tta-flip is off: {'a text dataset has no mirror image' if values['hflip'] else '--hflip 0'}")
+            notes.append(f"the preset's --tta-flip is off: {why}")
     # --epochs N said how long the run is: a preset's time limit (fast-cpu's 30 minutes) would re-size
     # it after the first epoch, so it is dropped unless --time-limit is given too.
     if "epochs" in explicit and "time_limit" not in explicit and "time_limit" not in saved \
@@ -482,13 +482,22 @@ def check(values: dict, explicit: dict):
             f" (preset {values['preset']})" if "warmup_epochs" in PRESETS.get(values["preset"], {}) else " (saved)")
         raise RunError(f"--warmup-epochs {w}{origin} is not shorter than --epochs {e}: the cosine would never start; "
                        f"give --warmup-epochs {e - 1}{' or less' if e > 1 else ''}, or a longer --epochs")
-    from minicct.data.text import TEXT_DATASET_NAMES
-    if values["tta_flip"] and (key in TEXT_DATASET_NAMES or values["hflip"] == 0):
-        why = ("a text dataset has no mirror image" if key in TEXT_DATASET_NAMES else
-               f"--hflip {values['hflip']:g} says a mirrored image is not of the same class")
+    why = no_mirror(values["dataset"], values["hflip"]) if values["tta_flip"] else None
+    if why:
         raise RunError(f"--tta-flip averages each test image with its mirror, but {why}: drop --tta-flip")
     if values["output"] is not None and Path(values["output"]).exists() and not Path(values["output"]).is_dir():
         raise RunError(f"--output {values['output']}: a file is there; give a folder")
+
+
+def no_mirror(dataset, hflip):
+    """Why a test-time flip makes no sense for this data (None when it does): a text dataset has no
+    mirror image, and --hflip 0 says a mirrored image is not of the same class."""
+    from minicct.data.text import TEXT_DATASET_NAMES
+    if dataset_key(dataset) in TEXT_DATASET_NAMES:
+        return "a text dataset has no mirror image"
+    if hflip == 0:
+        return f"--hflip {hflip:g} says a mirrored image is not of the same class"
+    return None
 
 
 def default_workers(device, cores=None):
