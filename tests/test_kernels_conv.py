@@ -135,7 +135,7 @@ def test_weight_grad_blocks_add_up_to_one_product(rng, monkeypatch):
     cols, gY = rng.standard_normal((5, 7 * 4 + 3)), rng.standard_normal((7 * 4 + 3, 6))
     np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY, 7), cols @ gY, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(conv_im2col._weight_grad(cols, gY, None), cols @ gY, rtol=1e-12, atol=1e-12)
-    x, w, b = _inputs(rng, (2, 3, 5, 4), (4, 3, 3))          # M = 5 rows * Wq 5 * 2 images = 50
+    x, w, b = _inputs(rng, (2, 3, 5, 4), (4, 3, 3))          # M = 5 rows * 4 columns * 2 images = 40
     y, cache = conv_im2col.conv2d_forward(x, w, b, 1, 1)
     gy = rng.standard_normal(y.shape)
     y_ref, cache_ref = conv.conv2d_forward(x, w, b, 1, 1)
