@@ -70,7 +70,7 @@ PRESETS = {
     #   --eval-every 4: 3-4 evaluations instead of 10-14, about an epoch more training in 30 minutes;
     #   --ema 0.999 (not used): -0.0 to -0.3 points on the same 4 runs (the cosine's end already
     #     averages the weights).
-    "fast-cpu": dict(model="cct_2_3x2_32", model_kwargs=["attention_dropout=0.0", "stochastic_depth=0.0"],
+    "fast-cpu": dict(model="cct_2_3x2_32", model_kwargs=["attention_dropout=0.0", "stochastic_depth=0.0", "in_planes=32"],
                      epochs=12, time_limit=30.0, sched_on_updates=True, warmup_epochs=1, warmup_lr=5e-4,
                      cooldown_epochs=0, batch_size=32, lr=2e-3, weight_decay=0.05, aa="none", mixup=0.0,
                      cutmix=0.0, reprob=0.0, smoothing=0.1, tta_flip=True, eval_every=4),
