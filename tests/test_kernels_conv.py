@@ -112,6 +112,17 @@ def test_output_is_channels_last_so_tokens_are_a_view(impl):
     assert tokens.strides[-1] == y.itemsize
 
 
+def test_im2col_backward_takes_a_channels_last_gradient_without_a_copy(rng):
+    """fast/conv_im2col's GEMM output is (OH, OW, N, O) memory; a gy in that order (what max-pooling's
+    backward and the token reshape hand back) is the weight GEMM's operand as it is, not a copy."""
+    x, w, _ = _inputs(rng, (2, 3, 8, 8), (4, 3, 3))
+    for stride in (1, 2):
+        y, cache = conv_im2col.conv2d_forward(x, w, None, stride, 1)
+        gy = np.ascontiguousarray(rng.standard_normal(y.shape).transpose(2, 3, 0, 1)).transpose(2, 3, 0, 1)
+        assert np.shares_memory(cache.g.output_grads(gy), gy)
+        assert not np.shares_memory(cache.g.output_grads(np.ascontiguousarray(gy)), gy)   # NCHW: one copy
+
+
 @pytest.mark.parametrize("xshape,wshape,kw,match", [
     ((2, 3, 8), (4, 3, 3, 3), {}, "4-D"),
     ((2, 3, 8, 8), (4, 2, 3, 3), {}, "channels"),

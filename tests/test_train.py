@@ -67,10 +67,14 @@ def test_presets_apply_and_flags_win():
     assert c.schedule.epochs == 2 and "epochs" in c.explicit
     assert parse_args(["shapes"]).model.kwargs == {"embedding_dim": 64, "in_planes": 32,
                                                    "attention_dropout": 0.0, "stochastic_depth": 0.0}
-    assert parse_args(["shapes"]).model.label == "cct_2_3x2_32-w64"   # the narrow model says so
+    assert parse_args(["shapes"]).model.label == "cct_2_3x2_32-w64-c32"   # the narrow model says so
     assert parse_args(["shapes", "--model", "cct_7_3x1_32"]).model.kwargs == {}  # the preset's toy sizes go too
     c = parse_args(["cifar10", "--preset", "fast-cpu"])
     assert c.schedule.epochs == PRESETS["fast-cpu"]["epochs"] and c.schedule.time_limit == 30
+    # fast-cpu's tokenizer has 32 inner filters (issue 13, session 6), and its run folder says so
+    assert c.model.kwargs == {"attention_dropout": 0.0, "stochastic_depth": 0.0, "in_planes": 32}
+    assert c.model.label == "cct_2_3x2_32-c32"
+    assert parse_args(["cifar10"]).model.label == "cct_2_3x2_32"       # the paper's model: its own name
 
 
 def test_fast_cpu_preset_flips_at_test_time_unless_a_mirror_is_another_class():
@@ -496,11 +500,11 @@ def test_runs_go_to_numbered_folders_and_resume_auto_says_which(tmp_path, capsys
     argv = [a for a in tiny_args("x", "--stop-epoch", "1", epochs=2) if a not in ("--output", "x")]
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    first = Path("runs/shapes-cct_2_3x2_32-w32")
+    first = Path("runs/shapes-cct_2_3x2_32-w32-c16")
     assert (first / "last.npz").is_file() and f"output: {first}\n" in out
     code, out, err = run(argv, capsys)
     assert code == 0, err
-    second = Path("runs/shapes-cct_2_3x2_32-w32-2")
+    second = Path("runs/shapes-cct_2_3x2_32-w32-c16-2")
     assert (second / "last.npz").is_file()
     assert f"output: {second} (a new folder, since {first} holds a run; continue that one with --resume {first})" in out
     code, out, err = run(["shapes", *TINY, "--resume", "auto"], capsys)
