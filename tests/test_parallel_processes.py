@@ -177,6 +177,40 @@ def test_mode_from_the_environment(monkeypatch):
 
 
 # ---- the pool's life ------------------------------------------------------------------------------
+def test_one_walk_lists_what_the_models_own_walks_list():
+    """processes._walk walks the tree once for the main process's per-call lists: they must be
+    model.modules(), model.parameters() (a parameter shared by two modules once) and the parameters
+    then model.buffers(), in those orders, and its signature must change with a tensor's shape."""
+    from minicct import Tensor, nn
+    model = tiny()
+    model.classifier.fc.weight = model.classifier.fc.weight            # (re-registered: still one)
+    extra = nn.Linear(32, 10)
+    extra.weight = model.classifier.fc.weight                          # a shared parameter
+    model.add_module("extra", extra)
+    model.register_buffer("counts", Tensor(np.zeros(3, np.float32)))
+    walk = processes._walk(model)
+    assert walk.modules == list(model.modules())
+    assert walk.params == list(model.parameters()) and len(walk.params) == len({id(p) for p in walk.params})
+    assert walk.tensors == list(model.parameters()) + list(model.buffers())
+    assert any(t is model.counts for t in walk.tensors)
+    before = walk.signature
+    model.register_buffer("counts", Tensor(np.zeros(4, np.float32)))
+    assert processes._walk(model).signature != before
+
+
+def test_a_changed_model_gets_new_workers():
+    """The same model object with a layer replaced (other shapes) after a call: a new pool."""
+    from minicct import nn
+    x, y = batch(6)
+    a = tiny(attention_dropout=0.0, stochastic_depth=0.0)
+    parallel.forward_backward(a, F.cross_entropy, x, y, threads=2, mode="processes")
+    first = processes.worker_pids()
+    a.classifier.fc = nn.Linear(32, 10)                                  # new parameters, same shapes
+    parallel.forward_backward(a, F.cross_entropy, x, y, threads=2, mode="processes")
+    second = processes.worker_pids()
+    assert len(second) == 2 and not set(first) & set(second) and not wait_gone(first)
+
+
 def test_new_model_new_workers_and_the_old_ones_exit():
     x, y = batch(6)
     a = tiny(attention_dropout=0.0, stochastic_depth=0.0)

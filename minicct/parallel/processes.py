@@ -40,6 +40,7 @@ import sys
 import time
 import traceback
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,15 +80,28 @@ def _shared_arrays(specs):
             for (shape, dtype), off in zip(specs, offsets)]
 
 
-def _tensors(model):
-    """Every parameter, then every buffer: what the workers must see with the main process's values."""
-    return list(model.parameters()) + list(model.buffers())
+class _Walk(NamedTuple):
+    """What a call needs to know of the model, from one walk of its tree."""
+    modules: list     # model.modules(), in that order
+    params: list      # model.parameters(), in that order (a shared parameter once)
+    tensors: list     # every parameter, then every buffer: what the workers must see with our values
+    signature: tuple  # what the workers' copy of the model depends on: which tensors and modules,
+                      # their shapes and dtypes (a pool whose signature differs is made again)
 
 
-def _signature(model):
-    """What the workers' copy of the model depends on: which tensors and modules, their shapes, dtypes."""
-    return (tuple((id(t), t.data.shape, t.data.dtype.str) for t in _tensors(model)),
-            tuple(map(id, model.modules())))
+def _walk(model):
+    """The model's _Walk. One pass over the tree, not one per list: at batch 32 the main process
+    walked CCT-2's ~60 modules seven times a step, ~2 ms of the ~7 ms the workers wait for it."""
+    modules = list(model.modules())
+    params, seen = [], set()
+    for m in modules:
+        for p in m.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    tensors = params + [b for m in modules for b in m.buffers(recurse=False)]
+    signature = (tuple((id(t), t.data.shape, t.data.dtype.str) for t in tensors), tuple(map(id, modules)))
+    return _Walk(modules, params, tensors, signature)
 
 
 def _same_function(a, b):
@@ -143,8 +157,9 @@ def _worker(pool, rank, conn, model, loss_fn, parent_pid):
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's to handle
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent(parent_pid)
-    params, modules = list(model.parameters()), list(model.modules())
-    for t, shared in zip(_tensors(model), pool.state):
+    walk = _walk(model)
+    params, modules = walk.params, walk.modules
+    for t, shared in zip(walk.tensors, pool.state):
         t.data = shared   # the main process copies the current values in before every call
     slot = pool.slots[rank]
     start_kb = backend.status_kb("VmRSS")   # mostly the main process's pages, shared until written
@@ -204,9 +219,10 @@ class _Pool:
 
     def __init__(self, model, loss_fn, workers, capacity, x_spec, y_spec, sample):
         self.owner, self.closed = os.getpid(), False
-        self.model_ref, self.loss_fn, self.signature = weakref.ref(model), loss_fn, _signature(model)
+        walk = _walk(model)
+        self.model_ref, self.loss_fn, self.signature = weakref.ref(model), loss_fn, walk.signature
         self.workers, self.capacity, self.x_spec, self.y_spec = workers, capacity, x_spec, y_spec
-        tensors, params = _tensors(model), list(model.parameters())
+        tensors, params = walk.tensors, walk.params
         out_shape, out_dtype = _output_spec(model, sample)
         specs = [(t.data.shape, t.data.dtype) for t in tensors]
         specs += [(p.data.shape, p.data.dtype) for _ in range(workers) for p in params]
@@ -238,15 +254,16 @@ class _Pool:
             self.close(kill=True)
             raise
 
-    def fits(self, model, loss_fn, workers, n, x_spec, y_spec):
+    def fits(self, model, walk, loss_fn, workers, n, x_spec, y_spec):
         return (not self.closed and self.owner == os.getpid() and self.model_ref() is model
                 and (loss_fn is None or _same_function(loss_fn, self.loss_fn)) and self.workers == workers
                 and self.capacity >= n and self.x_spec == x_spec and (y_spec is None or y_spec == self.y_spec)
-                and self.signature == _signature(model))
+                and self.signature == walk.signature)
 
-    def load(self, model, x, y):
-        """The main process's current parameter and buffer values, and the batch, into shared memory."""
-        for t, shared in zip(_tensors(model), self.state):
+    def load(self, walk, x, y):
+        """The main process's current parameter and buffer values (walk: the model's _Walk), and the
+        batch, into shared memory."""
+        for t, shared in zip(walk.tensors, self.state):
             np.copyto(shared, t.data)
         self.x[:len(x)] = x
         if y is not None:
@@ -306,13 +323,13 @@ class _Pool:
         self.state = self.slots = self.x = self.y = self.out = None   # the mapping goes with them
 
 
-def _pool_for(model, loss_fn, workers, x, y):
+def _pool_for(model, walk, loss_fn, workers, x, y):
     """The pool for this call: the current one if it fits, else a new one (the old one closed)."""
     global _pool
     x_spec = (x.shape[1:], x.dtype.str)
     y_spec = None if y is None else (y.shape[1:], y.dtype.str)
     old = _pool
-    if old is not None and old.fits(model, loss_fn, workers, len(x), x_spec, y_spec):
+    if old is not None and old.fits(model, walk, loss_fn, workers, len(x), x_spec, y_spec):
         return old
     capacity = len(x)
     if old is not None:
@@ -373,12 +390,13 @@ def forward_backward(model, loss_fn, x, y, workers, micro_batch) -> float:
     """``minicct.parallel.forward_backward`` over ``workers`` (>= 2) processes (see there)."""
     xa, ya = np.asarray(raw(x)), np.asarray(raw(y))
     n = len(xa)
-    pool = _pool_for(model, loss_fn, workers, xa, ya)
+    walk = _walk(model)
+    pool = _pool_for(model, walk, loss_fn, workers, xa, ya)
     plan = with_generators(micro_batches(n, min(workers, n), micro_batch), training=True)
-    params = list(model.parameters())
+    params = walk.params
     requires = tuple(bool(p.requires_grad) for p in params)
-    training = tuple(m.training for m in model.modules())
-    pool.load(model, xa, ya)
+    training = tuple(m.training for m in walk.modules)
+    pool.load(walk, xa, ya)
     replies = pool.run([("step", n, pieces, training, requires) for pieces in plan])
     chosen = [i for i, r in enumerate(requires) if r]
     for j, i in enumerate(chosen):   # the workers' slots, added in worker order
@@ -400,9 +418,10 @@ def forward(model, x, workers, micro_batch) -> Tensor:
     """``minicct.parallel.forward`` over ``workers`` (>= 2) processes (see there)."""
     xa = np.asarray(raw(x))
     n = len(xa)
-    pool = _pool_for(model, None, workers, xa, None)
+    walk = _walk(model)
+    pool = _pool_for(model, walk, None, workers, xa, None)
     plan = with_generators(micro_batches(n, min(workers, n), micro_batch), is_training(model))
-    training = tuple(m.training for m in model.modules())
-    pool.load(model, xa, None)
+    training = tuple(m.training for m in walk.modules)
+    pool.load(walk, xa, None)
     pool.run([("forward", n, pieces, training) for pieces in plan])
     return Tensor._wrap(pool.out[:n].copy())
