@@ -325,10 +325,7 @@ class Trainer:
             self.best = {"epoch": epoch, "test_top1": row["test_top1"], "test_top5": row["test_top5"]}
         self.history.append({k: row[k] for k in CSV_FIELDS})
         eval_s = time.perf_counter() - trained if evaluated else 0.0
-        # This epoch's training seconds at its steady pace (the start-up of its first steps, the
-        # workers' fork after all, does not come again) and its evaluation seconds: what the
-        # time-to-go line counts with, as the sizing does.
-        self._times = (stats["steady_time"], eval_s)
+        self._times = (trained - started_epoch, eval_s)   # this epoch's training and evaluation seconds
         if sizing:
             self._fit_to_time_limit(stats["steady_time"], eval_s)
         self._save(epoch + 1, {k: row[k] for k in CSV_FIELDS}, is_best)
