@@ -170,7 +170,7 @@ def test_shapes_smoke_run_writes_everything(tmp_path, capsys):
     assert "epoch   0/2" in out and "epoch   1/2" in out and "top-1" in out and "data wait" in out
     assert "to go" in out  # the time estimate after the first epoch
     # the header: the narrow model's label, every part of the schedule, plurals
-    assert "cct_2_3x2_32-w32 (cct_2_3x2_32 with embedding_dim=32" in out
+    assert "cct_2_3x2_32-w32-c16 (cct_2_3x2_32 with embedding_dim=32" in out
     assert "2 epochs (cosine 2 with a warm-up of 1 from lr 1e-05 inside it, then a cooldown of 0" in out
     assert "6 classes" in out and "0 data workers" in out
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
