@@ -71,6 +71,8 @@ def one_line_error(main, argv, prog, capsys, tmp_path, monkeypatch):
     (["cifar10", "--model-kwargs", "embeding_dim=64"], ["--model-kwargs", "embeding_dim", "embedding_dim?"]),
     (["cifar10", "--model-kwargs", "embedding_dim=abc"], ["embedding_dim=abc", "takes a number"]),
     (["cifar10", "--model-kwargs", "num_layers=-1"], ["num_layers=-1", "0 or more"]),
+    (["cifar10", "--preset", "fast-cpu", "--model-kwargs", "in_planes=0"], ["in_planes=0", "a size", "in_planes=64"]),
+    (["cifar10", "--model-kwargs", "num_heads=0"], ["num_heads=0", "more than 0"]),
     (["cifar10", "--aa", "rand-mX"], ["--aa rand-mX", "RandAugment", "--aa none"]),
     (["cifar10", "--aa", "rnd-m9"], ["--aa rnd-m9"]),
     (["cifar10", "--preset", "fast"], ["--preset", "'fast'", "fast-cpu"]),

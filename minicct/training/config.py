@@ -548,6 +548,15 @@ def check_model(name, kwargs):
             raise RunError(f"--model-kwargs {key}={value}: {key} takes a number, e.g. {key}={default}")
         if number and (not math.isfinite(value) or value < 0):
             raise RunError(f"--model-kwargs {key}={value}: must be a finite number, 0 or more")
+        if number and key in SIZE_KWARGS and value <= 0:
+            raise RunError(f"--model-kwargs {key}={value}: {key} is a size, it must be more than 0 "
+                           f"(e.g. {key}={default})")
+
+
+# The model arguments that are sizes or counts (a 0 would fail deep in the model, or divide by zero).
+SIZE_KWARGS = frozenset({"img_size", "n_input_channels", "embedding_dim", "num_layers", "num_heads", "mlp_ratio",
+                         "kernel_size", "n_conv_layers", "stride", "pooling_kernel_size", "pooling_stride",
+                         "in_planes", "seq_len", "word_embedding_dim"})
 
 
 def check_policy(aa):
